@@ -1,0 +1,5 @@
+"""`python -m taskflow` is `taskflow`."""
+
+from taskflow.cli import main
+
+raise SystemExit(main())

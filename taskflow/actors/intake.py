@@ -1,0 +1,136 @@
+"""The intake actor: many concurrent creates become one INSERT (group commit).
+
+Callers `submit()` a `NewTask` and wait for its commit. While one batch is being written
+the next one gathers in the bounded inbox, so the batch size follows the load without a
+timer. A full inbox answers `Overloaded` at once; it never grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from taskflow.actors.ports import PipelineStore
+from taskflow.errors import IdempotencyConflict, Overloaded, StoreError, TaskflowError
+from taskflow.metrics import Metrics
+from taskflow.models import NewTask, Task
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The answer to a create: the task, and whether this request created it."""
+
+    task: Task
+    created: bool
+
+
+_Request = tuple[NewTask, "asyncio.Future[Accepted]"]
+
+
+class Intake:
+    """Batches new tasks into PostgreSQL and hands the created ones to `on_created`."""
+
+    def __init__(
+        self,
+        store: PipelineStore,
+        metrics: Metrics,
+        *,
+        queue_size: int,
+        on_created: Callable[[Sequence[Task]], None],
+        batch_max: int = 1000,
+        submit_timeout: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._inbox: asyncio.Queue[_Request] = asyncio.Queue(queue_size)
+        self._on_created = on_created
+        self._batch_max = batch_max
+        self._submit_timeout = submit_timeout
+        self.accepting = True
+        metrics.track_queue("intake", self._inbox.qsize, queue_size)
+
+    async def submit(self, new: NewTask) -> Accepted:
+        """Store `new` (or find the task its idempotency key names); raise on overload."""
+        if not self.accepting:
+            raise Overloaded("taskflow is shutting down; retry on another instance")
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        try:
+            self._inbox.put_nowait((new, future))
+        except asyncio.QueueFull:
+            self._metrics.http_rejected.inc()
+            raise Overloaded("the intake queue is full; retry later") from None
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._submit_timeout)
+        except TimeoutError:
+            raise Overloaded("the task was not committed in time; retry later") from None
+
+    async def run(self) -> None:
+        """Write batches until cancelled."""
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < self._batch_max and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._flush(batch)
+            finally:
+                for _ in batch:
+                    self._inbox.task_done()
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        live = [(new, fut) for new, fut in batch if not fut.done()]
+        if not live:
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            result = await self._store.insert_tasks([new for new, _ in live])
+        except TaskflowError as exc:
+            self._metrics.db_up.set(0)
+            log.warning("intake batch failed", size=len(live), error=str(exc))
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        self._metrics.db_up.set(1)
+        self._metrics.db_batch_size.labels("insert").observe(len(live))
+        self._metrics.db_batch_seconds.labels("insert").observe(loop.time() - started)
+        created = {task.id: task for task in result.created}
+        for new, fut in live:
+            if fut.done():
+                continue
+            task = created.get(new.id)
+            if task is not None:
+                self._metrics.tasks_created.labels(new.source.value).inc()
+                self._metrics.status_changes.labels("new").inc()
+                log.info("task created", task_id=str(task.id), source=new.source.value)
+                fut.set_result(Accepted(task, created=True))
+                continue
+            existing = result.existing.get(new.idempotency_key or "")
+            if existing is None:  # not created and no task with its key: should not happen
+                fut.set_exception(StoreError("the task was neither created nor found"))
+                continue
+            found, fingerprint = existing
+            if fingerprint == new.fingerprint():
+                fut.set_result(Accepted(found, created=False))
+            else:
+                fut.set_exception(
+                    IdempotencyConflict(
+                        "this idempotency key was used with a different body",
+                        {"idempotency_key": new.idempotency_key, "task_id": str(found.id)},
+                    )
+                )
+        if result.created:
+            self._on_created(result.created)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting and wait (at most `timeout`) for queued creates to be written."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._inbox.join(), timeout)
+        except TimeoutError:
+            log.warning("intake did not drain in time", waiting=self._inbox.qsize())

@@ -1,0 +1,32 @@
+"""What the actors need from the store: `TaskStore` has it, and so do the unit tests' fakes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from taskflow.db.store import InsertResult
+from taskflow.models import Claim, NewTask, Outcome
+
+
+class PipelineStore(Protocol):
+    """The store operations the pipeline uses."""
+
+    async def insert_tasks(self, batch: Sequence[NewTask]) -> InsertResult:
+        """Insert a batch of new tasks."""
+
+    async def claim(self, owner: str, lease_s: float, limit: int) -> list[tuple[Claim, bool]]:
+        """Claim new or lease-expired tasks."""
+
+    async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
+        """Claim tasks just created, if still new."""
+
+    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[uuid.UUID]:
+        """Write outcomes, fenced by owner and attempt."""
+
+    async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
+        """Extend leases."""
+
+    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> None:
+        """Hand leases back."""

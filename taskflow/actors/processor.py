@@ -1,0 +1,103 @@
+"""The processor pool: each processor runs one attempt at a time, emulating the work.
+
+An attempt is already `in_progress` in PostgreSQL when a processor gets it (the claim
+wrote that). The processor waits a random time, picks the outcome, and waits for the
+status writer to commit it. Each step is logged with the task id, attempt and source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+
+import structlog
+
+from taskflow.actors.status_writer import StatusWriter
+from taskflow.metrics import Metrics
+from taskflow.models import Claim, Outcome, Status
+
+log = structlog.get_logger(__name__)
+
+
+class ProcessorPool:
+    """`size` processors sharing one bounded inbox of claims."""
+
+    def __init__(
+        self,
+        inbox: asyncio.Queue[Claim],
+        writer: StatusWriter,
+        metrics: Metrics,
+        *,
+        size: int,
+        work_min_s: float,
+        work_max_s: float,
+        failure_rate: float,
+        on_done: Callable[[], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._inbox = inbox
+        self._writer = writer
+        self._metrics = metrics
+        self.size = size
+        self._work = (work_min_s, work_max_s)
+        self._failure_rate = failure_rate
+        self._on_done = on_done
+        self._rng = rng or random.Random()
+        self.in_flight: dict[uuid.UUID, Claim] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        metrics.processors_busy.set_function(lambda: len(self.in_flight))
+
+    async def run(self, index: int) -> None:
+        """The loop of processor number `index`: one attempt after another, until cancelled."""
+        while True:
+            claim = await self._inbox.get()
+            self.in_flight[claim.task_id] = claim
+            self._idle.clear()
+            try:
+                await self._attempt(claim, index)
+            finally:
+                del self.in_flight[claim.task_id]
+                if not self.in_flight:
+                    self._idle.set()
+                self._on_done()
+
+    async def _attempt(self, claim: Claim, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with structlog.contextvars.bound_contextvars(
+            task_id=str(claim.task_id),
+            attempt=claim.attempt,
+            source=claim.source.value,
+            actor=f"processor-{index}",
+        ):
+            log.info("status changed", status=Status.IN_PROGRESS.value)
+            low, high = self._work
+            work_s = self._rng.uniform(low, high) if high > 0 else 0.0
+            if work_s > 0:
+                await asyncio.sleep(work_s)
+            if self._rng.random() < self._failure_rate:
+                outcome = Outcome(claim, Status.FAILED, error="emulated processing failure")
+            else:
+                outcome = Outcome(claim, Status.COMPLETED, result={"work_s": round(work_s, 3)})
+            if await self._writer.write(outcome):
+                duration = loop.time() - started
+                self._metrics.processing_seconds.labels(outcome.status.value).observe(duration)
+                log.info(
+                    "status changed", status=outcome.status.value, duration_s=round(duration, 4)
+                )
+            else:
+                log.warning(
+                    "outcome fenced off: another attempt holds the task",
+                    status=outcome.status.value,
+                )
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait (at most `timeout`) until no attempt is running; True when idle."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,115 @@
+"""The status writer: outcomes of many processors committed in one statement.
+
+A processor hands its outcome over and waits for the commit. Nothing is only in memory:
+when PostgreSQL is unreachable the batch is kept and retried with backoff until it is
+written or the pipeline stops (then the lease runs out and another attempt is made).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import structlog
+
+from taskflow.actors.ports import PipelineStore
+from taskflow.errors import StoreUnavailable, TaskflowError
+from taskflow.metrics import Metrics
+from taskflow.models import Outcome
+
+log = structlog.get_logger(__name__)
+
+_Request = tuple[Outcome, "asyncio.Future[bool]"]
+
+
+class StatusWriter:
+    """Commits outcomes in batches; `write()` tells whether the attempt still held its lease."""
+
+    def __init__(
+        self,
+        store: PipelineStore,
+        metrics: Metrics,
+        *,
+        owner: str,
+        capacity: int,
+        batch_max: int = 1000,
+        max_backoff: float = 5.0,
+        max_errors: int = 5,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._owner = owner
+        self._inbox: asyncio.Queue[_Request] = asyncio.Queue(capacity)
+        self._batch_max = batch_max
+        self._max_backoff = max_backoff
+        self._max_errors = max_errors
+        metrics.track_queue("status_writer", self._inbox.qsize, capacity)
+
+    async def write(self, outcome: Outcome) -> bool:
+        """Commit `outcome`; False when it was fenced off (another attempt owns the task)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        await self._inbox.put((outcome, future))
+        return await future
+
+    async def run(self) -> None:
+        """Write batches until cancelled."""
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < self._batch_max and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._write_with_retry(batch)
+            finally:
+                for _ in batch:
+                    self._inbox.task_done()
+
+    async def _write_with_retry(self, batch: list[_Request]) -> None:
+        delay = 0.05
+        errors = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            live = [(o, f) for o, f in batch if not f.done()]
+            if not live:
+                return
+            started = loop.time()
+            try:
+                written = await self._store.finish([o for o, _ in live], self._owner)
+            except TaskflowError as exc:
+                errors += 0 if isinstance(exc, StoreUnavailable) else 1
+                self._metrics.db_up.set(0 if isinstance(exc, StoreUnavailable) else 1)
+                if errors >= self._max_errors:
+                    log.error("status batch rejected", size=len(live), error=str(exc))
+                    for _, fut in live:
+                        fut.set_exception(exc)
+                    return
+                self._metrics.status_write_retries.inc()
+                log.warning(
+                    "status batch failed, retrying",
+                    size=len(live),
+                    error=str(exc),
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+                continue
+            self._metrics.db_up.set(1)
+            self._metrics.db_batch_size.labels("finish").observe(len(live))
+            self._metrics.db_batch_seconds.labels("finish").observe(loop.time() - started)
+            self._resolve(live, written)
+            return
+
+    def _resolve(self, live: list[_Request], written: set[uuid.UUID]) -> None:
+        for outcome, fut in live:
+            ok = outcome.claim.task_id in written
+            if ok:
+                self._metrics.status_changes.labels(outcome.status.value).inc()
+            else:
+                self._metrics.fenced_writes.inc()
+            fut.set_result(ok)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most `timeout`) until every handed-over outcome is written."""
+        try:
+            await asyncio.wait_for(self._inbox.join(), timeout)
+        except TimeoutError:
+            log.warning("status writer did not drain in time", waiting=self._inbox.qsize())

@@ -1,0 +1,104 @@
+"""Middlewares: every error as the contract's JSON shape, and request metrics.
+
+This is the one place that decides how an error looks to a client. No exception text or
+stack trace of an unexpected error reaches a response; it is logged instead.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from taskflow import errors
+from taskflow.keys import METRICS
+from taskflow.validation import MAX_BODY_BYTES
+
+log = structlog.get_logger(__name__)
+
+_STATUS: dict[type[errors.TaskflowError], int] = {
+    errors.BadRequest: 400,
+    errors.InvalidJson: 400,
+    errors.TaskNotFound: 404,
+    errors.IdempotencyConflict: 409,
+    errors.UnsupportedMediaType: 415,
+    errors.ValidationFailed: 422,
+    errors.Overloaded: 503,
+    errors.StoreUnavailable: 503,
+}
+_RETRY_AFTER = {errors.Overloaded: "1", errors.StoreUnavailable: "5"}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """The contract's error body."""
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render TaskflowErrors, aiohttp's HTTP errors and anything unexpected as JSON."""
+    try:
+        return await handler(request)
+    except errors.TaskflowError as exc:
+        status = _STATUS.get(type(exc), 500)
+        retry = _RETRY_AFTER.get(type(exc))
+        if status >= 500:
+            log.warning("request failed", path=request.path, code=exc.code, error=exc.message)
+        return error_response(
+            status,
+            exc.code,
+            exc.message,
+            exc.details,
+            headers={"Retry-After": retry} if retry else None,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        details: dict[str, Any] = {}
+        if exc.status == 405:
+            details["allowed"] = sorted(exc.headers.get("Allow", "").split(","))
+        if exc.status == 413:
+            details["max_bytes"] = MAX_BODY_BYTES
+        return error_response(exc.status, code, exc.reason, details)
+    except Exception:
+        log.exception("unhandled error", path=request.path, method=request.method)
+        return error_response(500, "internal_error", "internal error; see the service log")
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Observe latency by route template, method and status code."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[METRICS].http_seconds.labels(route, request.method, str(status)).observe(
+            time.perf_counter() - started
+        )

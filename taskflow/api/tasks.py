@@ -1,0 +1,191 @@
+"""The task routes: create, read one, its history, and list with keyset pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp_apigami import docs, headers_schema, json_schema, querystring_schema
+
+from taskflow.api.schemas import (
+    ErrorSchema,
+    EventListSchema,
+    IdempotencyHeaderSchema,
+    ListQuerySchema,
+    TaskCreateSchema,
+    TaskListSchema,
+    TaskSchema,
+)
+from taskflow.errors import BadRequest, TaskNotFound
+from taskflow.keys import PIPELINE, STORE
+from taskflow.models import Source, Status, Task
+from taskflow.validation import build_new_task
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def _errors(*codes: int) -> dict[int, dict[str, Any]]:
+    texts = {
+        400: "Malformed JSON, query or header",
+        404: "No such task",
+        409: "Idempotency key reused with a different body",
+        413: "Body too large",
+        415: "Body is not JSON",
+        422: "Validation failed; `details` has a message per field",
+        503: "Overloaded or PostgreSQL unreachable; see Retry-After",
+    }
+    return {code: {"description": texts[code], "schema": ErrorSchema} for code in codes}
+
+
+def encode_cursor(task: Task) -> str:
+    """An opaque cursor pointing just after `task` in newest-first order."""
+    raw = orjson.dumps([task.created_at.isoformat(), str(task.id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor points after; `BadRequest` when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, task_id = orjson.loads(raw)
+        position = datetime.fromisoformat(created_at), uuid.UUID(task_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise BadRequest("the cursor is not valid", {"cursor": ["Not a valid cursor."]}) from None
+    if position[0].tzinfo is None:
+        raise BadRequest("the cursor is not valid", {"cursor": ["Not a valid cursor."]})
+    return position
+
+
+def _task_id(request: web.Request) -> uuid.UUID:
+    raw = request.match_info["task_id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise TaskNotFound(f"no task has id {raw[:100]!r}", {"id": raw[:100]}) from None
+
+
+@docs(
+    tags=["tasks"],
+    summary="Create a task",
+    description="Stores the task (status `new`) and returns it once committed. "
+    "It is then processed: `new` → `in_progress` → `completed` or `failed`.",
+    responses={
+        201: {
+            "description": "Created",
+            "schema": TaskSchema,
+            "headers": {
+                "Location": {"description": "URL of the task", "schema": {"type": "string"}}
+            },
+        },
+        200: {
+            "description": "A repeat of an earlier request with the same Idempotency-Key "
+            "and body: the task it created",
+            "schema": TaskSchema,
+        },
+        **_errors(400, 409, 413, 415, 422, 503),
+    },
+)
+@headers_schema(IdempotencyHeaderSchema)
+@json_schema(TaskCreateSchema, example={"title": "resize", "payload": {"w": 100}})
+async def create_task(request: web.Request) -> web.Response:
+    """POST /tasks."""
+    key = request["headers"]["idempotency_key"]
+    new = build_new_task(request["json"], Source.HTTP, key)
+    accepted = await request.app[PIPELINE].submit(new)
+    task = accepted.task
+    return _json(
+        task.to_json(),
+        status=201 if accepted.created else 200,
+        headers={"Location": f"/tasks/{task.id}"},
+    )
+
+
+@docs(
+    tags=["tasks"],
+    summary="Get a task",
+    parameters=[
+        {
+            "in": "path",
+            "name": "task_id",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+    ],
+    responses={200: {"description": "The task", "schema": TaskSchema}, **_errors(404, 503)},
+)
+async def get_task(request: web.Request) -> web.Response:
+    """GET /tasks/{task_id}."""
+    task_id = _task_id(request)
+    task = await request.app[STORE].get_task(task_id)
+    if task is None:
+        raise TaskNotFound(f"no task has id {task_id}", {"id": str(task_id)})
+    return _json(task.to_json())
+
+
+@docs(
+    tags=["tasks"],
+    summary="Status history of a task",
+    parameters=[
+        {
+            "in": "path",
+            "name": "task_id",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+    ],
+    responses={
+        200: {"description": "Status changes, oldest first", "schema": EventListSchema},
+        **_errors(404, 503),
+    },
+)
+async def task_events(request: web.Request) -> web.Response:
+    """GET /tasks/{task_id}/events."""
+    task_id = _task_id(request)
+    store = request.app[STORE]
+    events = await store.task_events(task_id)
+    if not events and await store.get_task(task_id) is None:
+        raise TaskNotFound(f"no task has id {task_id}", {"id": str(task_id)})
+    return _json({"items": [e.to_json() for e in events]})
+
+
+@docs(
+    tags=["tasks"],
+    summary="List tasks",
+    description="Newest first, `limit` per page; follow `next_cursor` for the next page.",
+    responses={
+        200: {"description": "A page of tasks", "schema": TaskListSchema},
+        **_errors(400, 503),
+    },
+)
+@querystring_schema(ListQuerySchema)
+async def list_tasks(request: web.Request) -> web.Response:
+    """GET /tasks."""
+    query = request["querystring"]
+    after = decode_cursor(query["cursor"]) if query["cursor"] else None
+    statuses = sorted({Status(s) for s in query["status"]})
+    limit: int = query["limit"]
+    tasks = await request.app[STORE].list_tasks(statuses, after, limit + 1)
+    page, more = tasks[:limit], len(tasks) > limit
+    return _json(
+        {
+            "items": [t.to_json() for t in page],
+            "next_cursor": encode_cursor(page[-1]) if more else None,
+        }
+    )
+
+
+def setup_routes(app: web.Application) -> None:
+    """Add the task routes to `app`."""
+    app.router.add_post("/tasks", create_task)
+    app.router.add_get("/tasks", list_tasks, allow_head=False)
+    app.router.add_get("/tasks/{task_id}", get_task, allow_head=False)
+    app.router.add_get("/tasks/{task_id}/events", task_events, allow_head=False)

@@ -1,0 +1,143 @@
+"""The application: routes, middlewares, OpenAPI, and every resource as a `cleanup_ctx`.
+
+Resources are entered in order — database, pipeline, NOTIFY listener and statistics,
+AMQP consumer — and left in reverse, so a failing start-up still closes what it opened
+and a shutdown stops intake before the pipeline, and the pipeline before the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import warnings
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+from aiohttp_apigami import OpenApiVersion, setup_aiohttp_apispec, validation_middleware
+from aiohttp_apigami.constants import APISPEC_PARSER
+
+from taskflow import __version__
+from taskflow.actors.pipeline import Pipeline
+from taskflow.api import operations, tasks
+from taskflow.api.middleware import error_middleware, metrics_middleware
+from taskflow.api.parser import TaskflowParser
+from taskflow.config import Settings
+from taskflow.db.store import TaskStore
+from taskflow.errors import TaskflowError
+from taskflow.keys import DATABASE_MODE, METRICS, PIPELINE, SETTINGS, STORE
+from taskflow.metrics import Metrics
+from taskflow.validation import MAX_BODY_BYTES
+
+log = structlog.get_logger(__name__)
+
+# aiohttp-apigami 0.9 stores parsed data under string request keys (AppKeys in 1.x).
+warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_apigami")
+
+STARTUP_TIMEOUT_S = 30.0
+STATS_INTERVAL_S = 5.0
+
+
+def create_app(
+    settings: Settings,
+    *,
+    on_failure: Callable[[BaseException | None], None] | None = None,
+    poll_s: float = 1.0,
+) -> web.Application:
+    """Build the aiohttp application for `settings` (nothing is started until it runs)."""
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[metrics_middleware, error_middleware, validation_middleware],
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    tasks.setup_routes(app)
+    operations.setup_routes(app)
+    with warnings.catch_warnings():
+        # aiohttp-apigami 0.9 keeps its spec under a string key (an AppKey from 1.x on).
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        _setup_openapi(app)
+    app[APISPEC_PARSER] = TaskflowParser()
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_pipeline(on_failure, poll_s))
+    return app
+
+
+def _setup_openapi(app: web.Application) -> None:
+    setup_aiohttp_apispec(
+        app,
+        title="taskflow",
+        version=__version__,
+        info={"description": "Durable tasks over HTTP and RabbitMQ, kept in PostgreSQL."},
+        url="/api/docs/swagger.json",
+        swagger_path="/api/docs",
+        static_path="/api/docs/static",
+        openapi_version=OpenApiVersion.V303,
+        in_place=True,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _dsn(settings: Settings, app: web.Application) -> AsyncIterator[str]:
+    if settings.database_url:
+        app[DATABASE_MODE] = "external"
+        yield settings.database_url
+        return
+    from taskflow.db.embedded import embedded_postgres  # noqa: PLC0415
+
+    app[DATABASE_MODE] = "embedded"
+    log.info(
+        "DATABASE_URL is not set: using an embedded PostgreSQL",
+        data_dir=str(settings.data_dir.resolve()),
+    )
+    async with embedded_postgres(settings.data_dir) as dsn:
+        yield dsn
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with _dsn(settings, app) as dsn:
+        await TaskStore.wait_until_reachable(dsn, STARTUP_TIMEOUT_S)
+        async with TaskStore.connect(dsn) as store:
+            await store.apply_schema()
+            app[STORE] = store
+            log.info("database ready", mode=app[DATABASE_MODE])
+            yield
+
+
+def _pipeline(
+    on_failure: Callable[[BaseException | None], None] | None, poll_s: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings, store, metrics = app[SETTINGS], app[STORE], app[METRICS]
+        pipeline = Pipeline(store, settings, metrics, on_failure=on_failure, poll_s=poll_s)
+        app[PIPELINE] = pipeline
+        pipeline.start(
+            {
+                "notify-listener": store.listen("taskflow_new", pipeline.wake),
+                "statistics": _refresh_statistics(store, metrics),
+            }
+        )
+        try:
+            yield
+        finally:
+            await pipeline.stop(settings.shutdown_grace_s)
+
+    return pipeline_ctx
+
+
+async def _refresh_statistics(store: TaskStore, metrics: Metrics) -> None:
+    """Keep the per-status and backlog-age gauges fresh without a query per scrape."""
+    while True:
+        try:
+            counts = await store.status_counts()
+            oldest = await store.oldest_new()
+        except TaskflowError as exc:
+            log.debug("statistics refresh failed", error=str(exc))
+        else:
+            for status, count in counts.items():
+                metrics.tasks.labels(status.value).set(count)
+            age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+            metrics.oldest_new_age.set(max(age, 0.0))
+        await asyncio.sleep(STATS_INTERVAL_S)

@@ -1,0 +1,154 @@
+"""Settings: one frozen object built once from the environment.
+
+Nothing else in taskflow reads `os.environ`. A bad value raises `ConfigError` whose
+message names the variable, and `taskflow serve` prints that one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from taskflow.errors import ConfigError
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+T = TypeVar("T")
+
+
+def mask_url(url: str | None) -> str | None:
+    """Return `url` with its password replaced by `***`, for logs."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything taskflow can be told through the environment (see the README's table)."""
+
+    database_url: str | None = None
+    amqp_url: str = DEFAULT_AMQP_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    processors: int = 100
+    queue_size: int = 10_000
+    work_min_s: float = 5.0
+    work_max_s: float = 10.0
+    failure_rate: float = 0.1
+    lease_s: float = 30.0
+    amqp_queue: str = "tasks"
+    log_format: str = "console"
+    log_level: str = "info"
+    data_dir: Path = field(default_factory=lambda: Path(".taskflow/postgres"))
+    shutdown_grace_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default `os.environ`); raise `ConfigError` on a bad value."""
+        env = os.environ if env is None else env
+        d = cls()
+        reader = _Reader(env)
+        port_var = "TASKFLOW_PORT" if env.get("TASKFLOW_PORT", "").strip() else "PORT"
+        settings = cls(
+            database_url=reader.url("DATABASE_URL", ("postgres", "postgresql"), None),
+            amqp_url=reader.url("AMQP_URL", ("amqp", "amqps"), DEFAULT_AMQP_URL) or "",
+            host=reader.text("TASKFLOW_HOST", d.host),
+            port=reader.number(port_var, int, d.port, 1, 65535),
+            processors=reader.number("TASKFLOW_PROCESSORS", int, d.processors, 1, 100_000),
+            queue_size=reader.number("TASKFLOW_QUEUE_SIZE", int, d.queue_size, 1, 10_000_000),
+            work_min_s=reader.number("TASKFLOW_WORK_MIN_S", float, d.work_min_s, 0, 86_400),
+            work_max_s=reader.number("TASKFLOW_WORK_MAX_S", float, d.work_max_s, 0, 86_400),
+            failure_rate=reader.number("TASKFLOW_FAILURE_RATE", float, d.failure_rate, 0, 1),
+            lease_s=reader.number("TASKFLOW_LEASE_S", float, d.lease_s, 1, 86_400),
+            amqp_queue=reader.text("TASKFLOW_AMQP_QUEUE", d.amqp_queue),
+            log_format=reader.choice("TASKFLOW_LOG_FORMAT", LOG_FORMATS, d.log_format),
+            log_level=reader.choice("TASKFLOW_LOG_LEVEL", LOG_LEVELS, d.log_level),
+            data_dir=Path(reader.text("TASKFLOW_DATA_DIR", ".taskflow/postgres")),
+            shutdown_grace_s=reader.number(
+                "TASKFLOW_SHUTDOWN_GRACE_S", float, d.shutdown_grace_s, 0, 3600
+            ),
+        )
+        if settings.work_min_s > settings.work_max_s:
+            raise ConfigError(
+                f"TASKFLOW_WORK_MIN_S={settings.work_min_s} is greater than "
+                f"TASKFLOW_WORK_MAX_S={settings.work_max_s}"
+            )
+        return settings
+
+    def public(self) -> dict[str, object]:
+        """The settings as a dict for logs, with passwords in URLs masked."""
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["database_url"] = mask_url(self.database_url) or "embedded"
+        out["amqp_url"] = mask_url(self.amqp_url)
+        out["data_dir"] = str(self.data_dir)
+        return out
+
+
+class _Reader:
+    """Reads typed values from an environment mapping, naming the variable on error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() not in allowed:
+            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+        return raw.lower()
+
+    def number(self, name: str, kind: Callable[[str], T], default: T, low: float, high: float) -> T:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{name}={raw!r} is not {noun}") from None
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number) or not low <= number <= high:
+            raise ConfigError(f"{name}={raw!r} is out of range [{low:g}, {high:g}]")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...], default: str | None) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            parts = urlsplit(raw)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigError(f"{name} is not a valid URL: {exc}") from None
+        if parts.scheme not in schemes:
+            raise ConfigError(
+                f"{name} must start with {' or '.join(s + '://' for s in schemes)}, "
+                f"got {mask_url(raw)!r}"
+            )
+        return raw

@@ -1,0 +1,127 @@
+-- Named queries of taskflow, loaded once by taskflow.db.queries.
+-- Each starts with `-- name: <name>`; TaskStore has one method per query.
+
+-- name: apply_schema_lock
+-- Serialises schema application between instances starting at once.
+SELECT pg_advisory_xact_lock(7204563201);
+
+-- name: schema_present
+SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NULL;
+
+-- name: insert_tasks
+-- One statement for a whole intake batch: tasks, their `new` history rows, and a wake-up
+-- for the dispatchers of every instance. Rows whose idempotency key exists are skipped.
+WITH data AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
+                         $6::text[], $7::bytea[])
+        AS d(id, title, description, payload, source, idempotency_key, fingerprint)
+), inserted AS (
+    INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint)
+    SELECT id, title, description, payload, source, idempotency_key, fingerprint FROM data
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING *
+), events AS (
+    INSERT INTO task_events (task_id, status, attempt, at)
+    SELECT id, 'new', 0, created_at FROM inserted
+), wake AS (
+    SELECT pg_notify('taskflow_new', '') WHERE EXISTS (SELECT 1 FROM inserted)
+)
+SELECT inserted.* FROM inserted LEFT JOIN wake ON true;
+
+-- name: tasks_by_keys
+SELECT * FROM tasks WHERE idempotency_key = ANY($1::text[]);
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = $1;
+
+-- name: list_tasks
+-- Keyset page, newest first: rows strictly after the cursor (created_at, id).
+SELECT * FROM tasks
+WHERE (created_at, id) < ($1::timestamptz, $2::uuid)
+ORDER BY created_at DESC, id DESC
+LIMIT $3;
+
+-- name: list_tasks_by_status
+SELECT * FROM tasks
+WHERE status = ANY($4::text[]) AND (created_at, id) < ($1::timestamptz, $2::uuid)
+ORDER BY created_at DESC, id DESC
+LIMIT $3;
+
+-- name: task_events
+SELECT status, attempt, at FROM task_events WHERE task_id = $1 ORDER BY id;
+
+-- name: claim_tasks
+-- Claims up to $3 tasks for owner $1 with a lease of $2 seconds: new tasks oldest first,
+-- then tasks whose lease ran out (their holder died or stalled). Each claim is a new attempt.
+WITH fresh AS (
+    SELECT id FROM tasks WHERE status = 'new'
+    ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
+), expired AS (
+    SELECT id FROM tasks WHERE status = 'in_progress' AND lease_expires_at < now()
+    ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT id FROM expired UNION ALL SELECT id FROM fresh) AS both_kinds LIMIT $3
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
+        updated_at = clock_timestamp(), lease_owner = $1,
+        lease_expires_at = now() + make_interval(secs => $2)
+    FROM picked WHERE t.id = picked.id
+    RETURNING t.id, t.attempts, t.source, t.started_at, (t.attempts > 1) AS recovered
+), events AS (
+    INSERT INTO task_events (task_id, status, attempt, at)
+    SELECT id, 'in_progress', attempts, started_at FROM claimed
+)
+SELECT id, attempts, source, recovered FROM claimed;
+
+-- name: claim_new_by_ids
+-- Claims tasks this instance has just created, if nobody else has claimed them first.
+WITH claimed AS (
+    UPDATE tasks t
+    SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
+        updated_at = clock_timestamp(), lease_owner = $2,
+        lease_expires_at = now() + make_interval(secs => $3)
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'new'
+    RETURNING t.id, t.attempts, t.source, t.started_at
+), events AS (
+    INSERT INTO task_events (task_id, status, attempt, at)
+    SELECT id, 'in_progress', attempts, started_at FROM claimed
+)
+SELECT id, attempts, source, false AS recovered FROM claimed;
+
+-- name: finish_tasks
+-- Writes a batch of outcomes. Fenced: a row changes only while owner $6 still holds the
+-- attempt named in the batch; the ids that did change are returned.
+WITH data AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
+        AS d(id, attempt, status, result, error)
+), finished AS (
+    UPDATE tasks t
+    SET status = data.status, result = data.result, error = data.error,
+        finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM data
+    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status = 'in_progress'
+      AND t.lease_owner = $6
+    RETURNING t.id, t.status, t.attempts, t.finished_at
+), events AS (
+    INSERT INTO task_events (task_id, status, attempt, at)
+    SELECT id, status, attempts, finished_at FROM finished
+)
+SELECT id FROM finished;
+
+-- name: renew_leases
+UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress'
+RETURNING id;
+
+-- name: release_leases
+-- Hands attempts back on shutdown: the lease ends now, so any instance claims them at once.
+UPDATE tasks SET lease_expires_at = now() - interval '1 microsecond'
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress';
+
+-- name: status_counts
+SELECT status, count(*) AS n FROM tasks GROUP BY status;
+
+-- name: oldest_new
+SELECT min(created_at) FROM tasks WHERE status = 'new';

@@ -1,0 +1,137 @@
+"""Prometheus metrics, one registry per application instance.
+
+Names follow Prometheus conventions: `taskflow_` prefix, base units, `_total` counters.
+The README's Operations section documents each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+# `_created` series double the output and nobody here queries them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_WORK_BUCKETS = (0.01, 0.1, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
+
+
+class Metrics:
+    """All metrics of one taskflow instance, registered in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.tasks_created = Counter(
+            "taskflow_tasks_created_total", "Tasks created, by source.", ["source"], registry=r
+        )
+        self.status_changes = Counter(
+            "taskflow_status_changes_total",
+            "Committed status changes written by this instance, by new status.",
+            ["status"],
+            registry=r,
+        )
+        self.tasks = Gauge(
+            "taskflow_tasks",
+            "Tasks in PostgreSQL in each status (all instances; refreshed every few seconds).",
+            ["status"],
+            registry=r,
+        )
+        self.oldest_new_age = Gauge(
+            "taskflow_oldest_new_task_age_seconds",
+            "Age of the oldest task still `new` (0 when there is none).",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "taskflow_queue_depth", "Items waiting in an in-process queue.", ["queue"], registry=r
+        )
+        self.queue_capacity = Gauge(
+            "taskflow_queue_capacity", "Bound of an in-process queue.", ["queue"], registry=r
+        )
+        self.processors_busy = Gauge(
+            "taskflow_processors_busy", "Processors working on an attempt.", registry=r
+        )
+        self.processing_seconds = Histogram(
+            "taskflow_processing_seconds",
+            "Time from the start of an attempt to its committed outcome, by outcome.",
+            ["status"],
+            buckets=_WORK_BUCKETS,
+            registry=r,
+        )
+        self.db_batch_size = Histogram(
+            "taskflow_db_batch_size",
+            "Rows per batched PostgreSQL statement, by operation.",
+            ["operation"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.db_batch_seconds = Histogram(
+            "taskflow_db_batch_seconds",
+            "Latency of batched PostgreSQL statements, by operation.",
+            ["operation"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.db_up = Gauge(
+            "taskflow_db_up", "1 when the last PostgreSQL call succeeded, else 0.", registry=r
+        )
+        self.http_seconds = Histogram(
+            "taskflow_http_request_duration_seconds",
+            "HTTP request latency, by route, method and status code.",
+            ["route", "method", "code"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.http_rejected = Counter(
+            "taskflow_http_overloaded_total",
+            "Creates answered 503 because the intake queue was full or stopping.",
+            registry=r,
+        )
+        self.amqp_messages = Counter(
+            "taskflow_amqp_messages_total",
+            "AMQP messages handled, by outcome (created, duplicate, dead_lettered, requeued).",
+            ["outcome"],
+            registry=r,
+        )
+        self.amqp_dead_lettered = Counter(
+            "taskflow_amqp_dead_lettered_total",
+            "AMQP messages sent to the dead-letter queue, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.amqp_connected = Gauge(
+            "taskflow_amqp_connected", "1 while the AMQP consumer is connected, else 0.", registry=r
+        )
+        self.lease_recoveries = Counter(
+            "taskflow_lease_recoveries_total",
+            "Attempts started on tasks whose previous lease had expired.",
+            registry=r,
+        )
+        self.fenced_writes = Counter(
+            "taskflow_fenced_writes_total",
+            "Outcomes rejected because their attempt no longer held the lease.",
+            registry=r,
+        )
+        self.status_write_retries = Counter(
+            "taskflow_status_write_retries_total",
+            "Retries of a status write batch after a PostgreSQL error.",
+            registry=r,
+        )
+        self.lost_leases = Counter(
+            "taskflow_lost_leases_total",
+            "Leases found taken over by another attempt when renewing.",
+            registry=r,
+        )
+
+    def track_queue(self, name: str, depth: Callable[[], float], capacity: int) -> None:
+        """Expose the depth and bound of an in-process queue, read at scrape time."""
+        self.queue_depth.labels(name).set_function(depth)
+        self.queue_capacity.labels(name).set(capacity)

@@ -1,0 +1,119 @@
+"""The task as the pipeline sees it, and its JSON form."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+
+class Status(enum.StrEnum):
+    """The four statuses; the same strings in JSON, in the database and in metric labels."""
+
+    NEW = "new"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """True for `completed` and `failed`, which never change again."""
+        return self in (Status.COMPLETED, Status.FAILED)
+
+
+class Source(enum.StrEnum):
+    """Where a task came in."""
+
+    HTTP = "http"
+    AMQP = "amqp"
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated create request, before it is stored."""
+
+    title: str
+    description: str | None
+    payload: dict[str, Any]
+    source: Source
+    idempotency_key: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def fingerprint(self) -> bytes:
+        """A digest of the body, so a repeated idempotency key can be told apart from a reuse."""
+        body = {"title": self.title, "description": self.description, "payload": self.payload}
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A stored task, as read back from PostgreSQL."""
+
+    id: uuid.UUID
+    title: str
+    description: str | None
+    payload: dict[str, Any]
+    status: Status
+    source: Source
+    attempts: int
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The task resource of the contract."""
+        return {
+            "id": str(self.id),
+            "title": self.title,
+            "description": self.description,
+            "payload": self.payload,
+            "status": self.status.value,
+            "source": self.source.value,
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A task this instance holds a lease on: the attempt number is the fencing token."""
+
+    task_id: uuid.UUID
+    attempt: int
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended, to be written by the status writer."""
+
+    claim: Claim
+    status: Status
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One row of a task's status history."""
+
+    status: Status
+    attempt: int
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the contract's `{"status", "at"}` object (plus the attempt)."""
+        return {"status": self.status.value, "attempt": self.attempt, "at": self.at.isoformat()}

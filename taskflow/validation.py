@@ -1,0 +1,162 @@
+"""The rules of a task body, shared by `POST /tasks` and the RabbitMQ intake.
+
+`decode_json` turns raw bytes into a JSON value (or `InvalidJson`); `TaskCreateSchema`
+checks it (or `ValidationFailed` with per-field messages). Strings PostgreSQL cannot
+store — NUL characters and lone surrogates — are refused here, before the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import marshmallow as ma
+import orjson
+
+from taskflow.errors import InvalidJson, ValidationFailed
+from taskflow.models import NewTask, Source
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 10_000
+PAYLOAD_MAX_BYTES = 64 * 1024
+IDEMPOTENCY_KEY_MAX = 200
+# A body at the largest allowed sizes fits well within this; larger ones get 413 unread.
+MAX_BODY_BYTES = 256 * 1024
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: bytes) -> Any:
+    """Parse strict JSON (RFC 8259, UTF-8); raise `InvalidJson` with a reason."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses lone surrogate escapes; the standard library accepts them, so a body
+    # that only has those is valid JSON and gets the precise 422 from the schema instead.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidJson(f"body is not valid JSON: {exc}") from None
+
+
+def unstorable(value: Any) -> str | None:
+    """Describe the first string in `value` PostgreSQL cannot store, or None."""
+    if isinstance(value, str):
+        match = _UNSTORABLE.search(value)
+        if match is None:
+            return None
+        return "NUL character" if match.group() == "\x00" else "lone UTF-16 surrogate"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = unstorable(key) or unstorable(item)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = unstorable(item)
+            if found:
+                return found
+    return None
+
+
+def _storable(value: Any) -> None:
+    problem = unstorable(value)
+    if problem:
+        raise ma.ValidationError(f"Contains a {problem}, which cannot be stored.")
+
+
+def _payload_size(value: dict[str, Any]) -> None:
+    try:
+        size = len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):  # a lone surrogate, reported by _storable
+        return
+    if size > PAYLOAD_MAX_BYTES:
+        raise ma.ValidationError(
+            f"Encoded payload is {size} bytes; the limit is {PAYLOAD_MAX_BYTES}."
+        )
+
+
+class TaskCreateSchema(ma.Schema):
+    """The body of `POST /tasks` and of a RabbitMQ task message."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    title = ma.fields.String(
+        required=True,
+        validate=[ma.validate.Length(min=1, max=TITLE_MAX), _storable],
+        metadata={"description": "What the task is, 1 to 200 characters.", "example": "resize"},
+    )
+    description = ma.fields.String(
+        allow_none=True,
+        load_default=None,
+        validate=[ma.validate.Length(max=DESCRIPTION_MAX), _storable],
+        metadata={
+            "description": "Free text, up to 10,000 characters.",
+            "example": "Resize the uploaded image",
+        },
+    )
+    payload = ma.fields.Dict(
+        keys=ma.fields.String(),
+        load_default=dict,
+        validate=[_storable, _payload_size],
+        metadata={
+            "description": "Any JSON object, at most 64 KiB encoded.",
+            "example": {"w": 100, "h": 80},
+        },
+    )
+
+
+_schema = TaskCreateSchema()
+
+
+def load_new_task(data: Any, source: Source, idempotency_key: str | None = None) -> NewTask:
+    """Validate a decoded body and build the `NewTask`; raise `ValidationFailed`."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            "the body must be a JSON object",
+            {"_schema": [f"Expected a JSON object, got {type(data).__name__}."]},
+        )
+    try:
+        fields = _schema.load(data)
+    except ma.ValidationError as exc:
+        raise ValidationFailed("the task is not valid", as_details(exc.messages)) from None
+    return build_new_task(fields, source, idempotency_key)
+
+
+def build_new_task(fields: dict[str, Any], source: Source, idempotency_key: str | None) -> NewTask:
+    """The `NewTask` for fields already loaded by `TaskCreateSchema`."""
+    return NewTask(
+        title=fields["title"],
+        description=fields["description"],
+        payload=fields["payload"],
+        source=source,
+        idempotency_key=idempotency_key,
+    )
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """Return a usable key or None; raise `ValidationFailed` for a bad one."""
+    if key is None:
+        return None
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or unstorable(key):
+        raise ValidationFailed(
+            "bad idempotency key",
+            {"idempotency_key": [f"Must be 1 to {IDEMPOTENCY_KEY_MAX} storable characters."]},
+        )
+    return key
+
+
+def as_details(messages: Any) -> dict[str, Any]:
+    """marshmallow's messages as the `details` object of an error."""
+    return messages if isinstance(messages, dict) else {"_schema": messages}

@@ -1,0 +1,147 @@
+"""The embedded PostgreSQL server: persistence, sharing between users and processes, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sys
+
+import asyncpg
+import pytest
+
+from taskflow.db.embedded import embedded_postgres
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# A second service process: joins the server, reports, waits for a line on stdin, leaves.
+CHILD = """
+import asyncio, pathlib, sys
+import asyncpg
+from taskflow.db.embedded import embedded_postgres
+
+async def main() -> None:
+    async with embedded_postgres(pathlib.Path(sys.argv[1])) as dsn:
+        conn = await asyncpg.connect(dsn)
+        started = await conn.fetchval("SELECT pg_postmaster_start_time()")
+        await conn.close()
+        print("READY", started.isoformat(), dsn, flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
+
+asyncio.run(main())
+"""
+
+
+class Child:
+    """A `python -c CHILD` process using the embedded server in `pgdata`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.output: list[str] = []
+
+    @classmethod
+    async def start(cls, pgdata: pathlib.Path) -> Child:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, str(pgdata), env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def ready(self) -> tuple[str, str]:
+        """Wait until the child is connected; return (server start time, dsn)."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(60):
+            while line := (await self.proc.stdout.readline()).decode():
+                self.output.append(line)
+                if line.startswith("READY "):
+                    _, started, dsn = line.split()
+                    return started, dsn
+        pytest.fail(f"child exited before joining:\n{''.join(self.output)}")
+
+    async def leave(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"leave\n")
+        await self.proc.stdin.drain()
+        output, _ = await asyncio.wait_for(self.proc.communicate(), 60)
+        assert self.proc.returncode == 0, "".join(self.output) + output.decode()
+
+
+def postmaster_running(pgdata: pathlib.Path) -> bool:
+    return (pgdata / "postmaster.pid").exists()
+
+
+async def assert_stopped(pgdata: pathlib.Path, dsn: str) -> None:
+    assert not postmaster_running(pgdata)
+    with pytest.raises((FileNotFoundError, ConnectionRefusedError)):  # no socket, or nobody on it
+        await asyncpg.connect(dsn)
+
+
+async def test_data_survives_restart(tmp_path: pathlib.Path) -> None:
+    pgdata = tmp_path / "pg"
+    async with embedded_postgres(pgdata) as dsn:
+        conn = await asyncpg.connect(dsn)
+        assert await conn.fetchval("SELECT current_database()") == "taskflow"
+        await conn.execute("CREATE TABLE t (id int PRIMARY KEY, name text)")
+        await conn.execute("INSERT INTO t VALUES (1, 'kept')")
+        await conn.close()
+    await assert_stopped(pgdata, dsn)
+
+    async with embedded_postgres(pgdata) as dsn2:
+        assert dsn2 == dsn
+        pool = await asyncpg.create_pool(dsn2, min_size=1, max_size=2)
+        async with pool:
+            assert await pool.fetchval("SELECT name FROM t WHERE id = 1") == "kept"
+    await assert_stopped(pgdata, dsn)
+
+
+async def test_two_users_in_one_process_share_the_server(tmp_path: pathlib.Path) -> None:
+    pgdata = tmp_path / "pg"
+    both_inside = asyncio.Barrier(2)
+
+    async def use() -> str:
+        async with embedded_postgres(pgdata) as dsn:
+            await both_inside.wait()
+            conn = await asyncpg.connect(dsn)
+            started: str = (await conn.fetchval("SELECT pg_postmaster_start_time()")).isoformat()
+            await conn.close()
+            await both_inside.wait()
+            return started
+
+    first, second = await asyncio.gather(use(), use())
+    assert first == second
+    assert not postmaster_running(pgdata)
+
+
+async def test_two_processes_share_one_server_until_the_last_leaves(
+    tmp_path: pathlib.Path,
+) -> None:
+    pgdata = tmp_path / "pg"
+    a, b = await Child.start(pgdata), await Child.start(pgdata)
+    (started_a, dsn), (started_b, dsn_b) = await asyncio.gather(a.ready(), b.ready())
+    assert (started_a, dsn) == (started_b, dsn_b), "one server for both processes"
+
+    await a.leave()
+    assert postmaster_running(pgdata), "b still uses the server"
+    conn = await asyncpg.connect(dsn)
+    assert await conn.fetchval("SELECT 1") == 1
+    await conn.close()
+
+    await b.leave()
+    await assert_stopped(pgdata, dsn)
+
+
+async def test_a_killed_user_does_not_keep_the_server_running(tmp_path: pathlib.Path) -> None:
+    pgdata = tmp_path / "pg"
+    child = await Child.start(pgdata)
+    await child.ready()
+    child.proc.kill()
+    await child.proc.communicate()
+    assert postmaster_running(pgdata), "PostgreSQL outlives a kill -9 of its user"
+
+    async with embedded_postgres(pgdata) as dsn:
+        conn = await asyncpg.connect(dsn)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    await assert_stopped(pgdata, dsn)
