@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import structlog
 
@@ -24,7 +24,11 @@ log = structlog.get_logger(__name__)
 
 
 class Dispatcher:
-    """Feeds `outbox` (the processors' inbox) with claimed tasks, up to `slots` at a time."""
+    """Feeds `outbox` (the processors' inbox) with claimed tasks, up to `slots` at a time.
+
+    `running()` names the tasks whose attempts this instance still runs; they are never
+    claimed again here, even when their lease ran out meanwhile.
+    """
 
     def __init__(
         self,
@@ -34,10 +38,12 @@ class Dispatcher:
         owner: str,
         lease_s: float,
         slots: int,
+        running: Callable[[], Collection[uuid.UUID]] = frozenset,
         poll_s: float = 1.0,
         batch_max: int = 1000,
     ) -> None:
         self._store = store
+        self._running = running
         self._metrics = metrics
         self._owner = owner
         self._lease_s = lease_s
@@ -111,7 +117,7 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> list[Claim]:
         started = asyncio.get_running_loop().time()
-        rows = await self._store.claim(self._owner, self._lease_s, limit)
+        rows = await self._store.claim(self._owner, self._lease_s, limit, self._running())
         self._observe("claim", len(rows), started)
         for claim, recovered in rows:
             if recovered:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -52,6 +52,7 @@ class Pipeline:
             owner=self.owner,
             lease_s=settings.lease_s,
             slots=settings.processors,
+            running=self._running,
             poll_s=poll_s,
         )
         self.writer = StatusWriter(store, metrics, owner=self.owner, capacity=settings.processors)
@@ -80,6 +81,9 @@ class Pipeline:
         self._monitor: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self._stopping = False
+
+    def _running(self) -> Collection[uuid.UUID]:
+        return self.processors.in_flight.keys()
 
     async def submit(self, new: NewTask) -> Accepted:
         """Create a task (or find the one its idempotency key names), committed on return."""

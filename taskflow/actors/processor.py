@@ -15,6 +15,7 @@ from collections.abc import Callable
 import structlog
 
 from taskflow.actors.status_writer import StatusWriter
+from taskflow.errors import TaskflowError
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Outcome, Status
 
@@ -45,22 +46,29 @@ class ProcessorPool:
         self._failure_rate = failure_rate
         self._on_done = on_done
         self._rng = rng or random.Random()
+        # The newest attempt this instance runs of each task: what the lease keeper renews
+        # and what a shutdown hands back. The dispatcher never claims one of these again,
+        # but should two attempts of a task meet here, the older must not evict the newer.
         self.in_flight: dict[uuid.UUID, Claim] = {}
+        self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        metrics.processors_busy.set_function(lambda: len(self.in_flight))
+        metrics.processors_busy.set_function(lambda: self._busy)
 
     async def run(self, index: int) -> None:
         """The loop of processor number `index`: one attempt after another, until cancelled."""
         while True:
             claim = await self._inbox.get()
             self.in_flight[claim.task_id] = claim
+            self._busy += 1
             self._idle.clear()
             try:
                 await self._attempt(claim, index)
             finally:
-                del self.in_flight[claim.task_id]
-                if not self.in_flight:
+                if self.in_flight.get(claim.task_id) is claim:
+                    del self.in_flight[claim.task_id]
+                self._busy -= 1
+                if self._busy == 0:
                     self._idle.set()
                 self._on_done()
 
@@ -82,7 +90,14 @@ class ProcessorPool:
                 outcome = Outcome(claim, Status.FAILED, error="emulated processing failure")
             else:
                 outcome = Outcome(claim, Status.COMPLETED, result={"work_s": round(work_s, 3)})
-            if await self._writer.write(outcome):
+            try:
+                written = await self._writer.write(outcome)
+            except TaskflowError as exc:
+                # PostgreSQL refused the batch for good. The lease is no longer renewed,
+                # so the task gets a new attempt; this processor carries on.
+                log.error("outcome not written; the task will be attempted again", error=str(exc))
+                return
+            if written:
                 duration = loop.time() - started
                 self._metrics.processing_seconds.labels(outcome.status.value).observe(duration)
                 log.info(

@@ -53,11 +53,15 @@ SELECT status, attempt, at FROM task_events WHERE task_id = $1 ORDER BY id;
 -- name: claim_tasks
 -- Claims up to $3 tasks for owner $1 with a lease of $2 seconds: new tasks oldest first,
 -- then tasks whose lease ran out (their holder died or stalled). Each claim is a new attempt.
+-- $4 are the tasks this instance is still running: their lease may have run out (a paused
+-- process, an outage longer than the lease) but the attempt is alive and will renew it or
+-- be fenced, so this instance never starts a second attempt of a task next to its own.
 WITH fresh AS (
     SELECT id FROM tasks WHERE status = 'new'
     ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
 ), expired AS (
-    SELECT id FROM tasks WHERE status = 'in_progress' AND lease_expires_at < now()
+    SELECT id FROM tasks
+    WHERE status = 'in_progress' AND lease_expires_at < now() AND id <> ALL($4::uuid[])
     ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT id FROM (SELECT id FROM expired UNION ALL SELECT id FROM fresh) AS both_kinds LIMIT $3

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -244,9 +244,14 @@ class TaskStore:
         rows = await self._fetch("task_events", task_id)
         return [StatusEvent(Status(r["status"]), r["attempt"], r["at"]) for r in rows]
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[tuple[Claim, bool]]:
-        """Claim up to `limit` new or lease-expired tasks; each with whether it was recovered."""
-        rows = await self._fetch("claim_tasks", owner, lease_s, limit)
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, running: Collection[uuid.UUID] = ()
+    ) -> list[tuple[Claim, bool]]:
+        """Claim up to `limit` new or lease-expired tasks; each with whether it was recovered.
+
+        Tasks in `running` (attempts this instance still runs) are never claimed again.
+        """
+        rows = await self._fetch("claim_tasks", owner, lease_s, limit, list(running))
         return [(_claim(r), r["recovered"]) for r in rows]
 
     async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
