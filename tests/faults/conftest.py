@@ -1,0 +1,101 @@
+"""Fixtures of the fault tests: real `taskflow serve` processes and TCP proxies.
+
+Every process a test starts is SIGKILLed and reaped in teardown, whatever happened, and
+its log is written to the test's `tmp_path` (pytest keeps the last runs) for post-mortems.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import pytest
+
+from tests.conftest import AMQP_URL
+from tests.faults.proxy import TcpProxy
+from tests.faults.service import Service, clean_environment, free_port
+
+
+class Fleet:
+    """Starts services on one database; remembers them so teardown can kill them."""
+
+    def __init__(self, db_url: str, session: aiohttp.ClientSession, log_dir: Path) -> None:
+        self.db_url = db_url
+        self.session = session
+        self.amqp_queue = f"tasks-test-{uuid.uuid4().hex[:12]}"
+        self.services: list[Service] = []
+        self._log_dir = log_dir
+
+    def environment(self, **settings: str | float) -> dict[str, str]:
+        """The environment of a service: test defaults, then `settings` (TASKFLOW_ names)."""
+        env = {
+            "DATABASE_URL": self.db_url,
+            "AMQP_URL": AMQP_URL,
+            "TASKFLOW_AMQP_QUEUE": self.amqp_queue,
+            "TASKFLOW_HOST": "127.0.0.1",
+            "TASKFLOW_PORT": str(free_port()),
+            "TASKFLOW_LOG_FORMAT": "json",
+            "TASKFLOW_LOG_LEVEL": "info",
+            "TASKFLOW_FAILURE_RATE": "0.1",
+        }
+        env.update({key: str(value) for key, value in settings.items()})
+        return clean_environment(env)
+
+    async def launch(self, name: str, **settings: str | float) -> Service:
+        """Start a service without waiting for it."""
+        service = await Service.start(name, self.environment(**settings))
+        self.services.append(service)
+        return service
+
+    async def start(self, name: str, **settings: str | float) -> Service:
+        """Start a service and wait until it is ready."""
+        service = await self.launch(name, **settings)
+        await service.wait_ready(self.session)
+        return service
+
+    async def close(self) -> None:
+        """Kill and reap every service; keep their logs."""
+        for service in self.services:
+            await service.kill()
+        for n, service in enumerate(self.services):
+            (self._log_dir / f"{n}-{service.name}.log").write_text(service.tail(len(service.logs)))
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for talking to the services."""
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def fleet(
+    db_url: str, session: aiohttp.ClientSession, tmp_path: Path
+) -> AsyncIterator[Fleet]:
+    """Starts `taskflow serve` processes on the test's database; kills them afterwards."""
+    fleet = Fleet(db_url, session, tmp_path)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
+
+
+@pytest.fixture
+async def pg_proxy(db_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A TCP proxy in front of the test's PostgreSQL, and the database URL through it."""
+    parts = urlsplit(db_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    port = await proxy.start()
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    proxied = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) > 1 else host))
+    try:
+        yield proxy, proxied
+    finally:
+        await proxy.close()
