@@ -100,9 +100,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     async with _dsn(settings, app) as dsn:
         await TaskStore.wait_until_reachable(dsn, STARTUP_TIMEOUT_S)
         async with TaskStore.connect(dsn) as store:
-            await store.apply_schema()
+            applied = await store.apply_schema()
             app[STORE] = store
-            log.info("database ready", mode=app[DATABASE_MODE])
+            log.info("database ready", mode=app[DATABASE_MODE], schema_applied=applied)
             yield
 
 

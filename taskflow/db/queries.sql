@@ -5,6 +5,27 @@
 -- Serialises schema application between instances starting at once.
 SELECT pg_advisory_xact_lock(7204563201);
 
+-- name: schema_versioned
+SELECT to_regclass('taskflow_schema') IS NOT NULL;
+
+-- name: applied_schema_digest
+SELECT digest FROM taskflow_schema LIMIT 1;
+
+-- name: lock_for_schema
+-- Before changing the schema next to running instances: take the strongest lock at once.
+-- The DDL would otherwise upgrade its lock on `tasks` while their statements wait on it,
+-- a deadlock in which PostgreSQL aborts one side.
+DO $$
+BEGIN
+    IF to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NULL THEN
+        LOCK TABLE tasks, task_events IN ACCESS EXCLUSIVE MODE;
+    END IF;
+END $$;
+
+-- name: record_schema_digest
+WITH cleared AS (DELETE FROM taskflow_schema)
+INSERT INTO taskflow_schema (digest) VALUES ($1);
+
 -- name: schema_present
 SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NULL;
 

@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 import structlog
 
-from taskflow.db.queries import queries, schema_sql
+from taskflow.db.queries import queries, schema_digest, schema_sql
 from taskflow.errors import StoreError, StoreUnavailable
 from taskflow.models import Claim, NewTask, Outcome, Source, Status, StatusEvent, Task
 
@@ -184,11 +184,24 @@ class TaskStore:
             rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args)
             return rows
 
-    async def apply_schema(self) -> None:
-        """Apply `schema.sql`, serialised between instances by an advisory lock."""
+    async def apply_schema(self) -> bool:
+        """Apply `schema.sql` unless it is applied already; True when it was applied.
+
+        Serialised between instances by an advisory lock. The digest of the applied file
+        is recorded, so an instance starting next to running ones changes nothing and
+        locks nothing when the schema is current.
+        """
+        digest = schema_digest()
         async with self._conn() as conn, conn.transaction():
             await conn.execute(self._q["apply_schema_lock"])
+            if await conn.fetchval(self._q["schema_versioned"]) and (
+                await conn.fetchval(self._q["applied_schema_digest"]) == digest
+            ):
+                return False
+            await conn.execute(self._q["lock_for_schema"])
             await conn.execute(schema_sql())
+            await conn.execute(self._q["record_schema_digest"], digest)
+            return True
 
     async def ping(self) -> bool:
         """True when PostgreSQL answers and the schema is there."""
