@@ -61,6 +61,7 @@ def create_app(
     app[APISPEC_PARSER] = TaskflowParser()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_pipeline(on_failure, poll_s))
+    app.on_shutdown.append(_stop_intake)
     return app
 
 
@@ -125,6 +126,17 @@ def _pipeline(
             await pipeline.stop(settings.shutdown_grace_s)
 
     return pipeline_ctx
+
+
+async def _stop_intake(app: web.Application) -> None:
+    """First step of a shutdown, while aiohttp still finishes in-flight requests.
+
+    The listening socket is closed by then; this makes creates on open connections get
+    503 and stops claiming, and starts the grace period of running attempts.
+    """
+    pipeline = app.get(PIPELINE)
+    if pipeline is not None:
+        await pipeline.begin_shutdown(app[SETTINGS].shutdown_grace_s)
 
 
 async def _refresh_statistics(store: TaskStore, metrics: Metrics) -> None:

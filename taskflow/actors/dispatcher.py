@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 import structlog
 
 from taskflow.actors.ports import PipelineStore
-from taskflow.errors import TaskflowError
+from taskflow.errors import StoreUnavailable, TaskflowError
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Task
 
@@ -54,6 +54,7 @@ class Dispatcher:
         self._free = slots
         self._slot_freed = asyncio.Event()
         self._wake = asyncio.Event()
+        self._claiming = asyncio.Lock()  # held from a claim's query until its hand-over
         self.claiming = True
         metrics.track_queue("dispatch", self._handoff.qsize, slots)
         metrics.track_queue("processors", self.outbox.qsize, slots)
@@ -85,25 +86,36 @@ class Dispatcher:
             while self._free == 0 or not self.claiming:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
-            want = min(self._free, self._batch_max)
-            ids = [self._handoff.get_nowait() for _ in range(min(want, self._handoff.qsize()))]
-            try:
-                claims = await self._claim_new(ids) if ids else []
-                room = want - len(claims)
-                polled = False
-                if room > 0 and (not ids or loop.time() - last_poll >= self._poll_s):
-                    self._wake.clear()
-                    claims += await self._claim(room)
-                    last_poll, polled = loop.time(), True
-            except TaskflowError as exc:
-                log.warning("claim failed, retrying", error=str(exc), retry_in_s=delay)
+            claims: list[Claim] = []
+            failure: TaskflowError | None = None
+            async with self._claiming:
+                if not self.claiming:
+                    continue
+                want = min(self._free, self._batch_max)
+                ids = [self._handoff.get_nowait() for _ in range(min(want, self._handoff.qsize()))]
+                room, polled = want, False
+                try:
+                    if ids:
+                        claims += await self._claim_new(ids)
+                    room = want - len(claims)
+                    if room > 0 and (not ids or loop.time() - last_poll >= self._poll_s):
+                        self._wake.clear()
+                        claims += await self._claim(room)
+                        last_poll, polled = loop.time(), True
+                except TaskflowError as exc:
+                    failure = exc
+                # Whatever was claimed before a failure is ours now: hand it over too.
+                for claim in claims:
+                    self._free -= 1
+                    self.outbox.put_nowait(claim)
+            if failure is not None:
+                if isinstance(failure, StoreUnavailable):
+                    self._metrics.db_up.set(0)
+                log.warning("claim failed, retrying", error=str(failure), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
-            for claim in claims:
-                self._free -= 1
-                self.outbox.put_nowait(claim)
             if polled and len(claims) < room and self._handoff.empty():
                 # Nothing left anywhere: sleep until a create, a NOTIFY or the next poll.
                 with contextlib.suppress(TimeoutError):
@@ -138,6 +150,12 @@ class Dispatcher:
             self._metrics.db_batch_seconds.labels(operation).observe(
                 asyncio.get_running_loop().time() - started
             )
+
+    async def stop_claiming(self) -> None:
+        """Claim nothing more; return once a claim under way has reached the outbox."""
+        self.claiming = False
+        async with self._claiming:
+            pass
 
     def drain_unstarted(self) -> list[Claim]:
         """Stop claiming and take back the claims no processor has started."""

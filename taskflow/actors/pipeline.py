@@ -8,7 +8,6 @@ is called so the process can stop instead of running without that actor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
@@ -81,6 +80,7 @@ class Pipeline:
         self._monitor: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self._stopping = False
+        self._grace_ends: float | None = None
 
     def _running(self) -> Collection[uuid.UUID]:
         return self.processors.in_flight.keys()
@@ -129,22 +129,49 @@ class Pipeline:
         if self._on_failure is not None:
             self._on_failure(error)
 
+    async def begin_shutdown(self, grace_s: float) -> None:
+        """Take no more work: refuse creates, claim nothing more. Starts the grace period.
+
+        Called as soon as the process is told to stop (aiohttp's `on_shutdown`), before
+        in-flight HTTP requests are waited for; `stop()` calls it too. Idempotent.
+        """
+        if self._grace_ends is not None:
+            return
+        self._grace_ends = asyncio.get_running_loop().time() + grace_s
+        self.intake.accepting = False
+        log.info("shutdown begun: intake stopped", grace_s=grace_s)
+        await self.dispatcher.stop_claiming()
+
     async def stop(self, grace_s: float) -> None:
-        """Drain: stop intake, let attempts finish for `grace_s`, hand back the rest, flush."""
+        """Drain: stop intake, let attempts finish for `grace_s`, hand back the rest, flush.
+
+        The grace period counts from `begin_shutdown()`. Queued creates are still
+        written; tasks created but not claimed stay `new` for any instance to take.
+        """
         self._stopping = True
+        await self.begin_shutdown(grace_s)
         log.info("pipeline stopping", grace_s=grace_s)
         await self.intake.drain(timeout=max(grace_s, 1.0))
         unstarted = self.dispatcher.drain_unstarted()
-        finished = await self.processors.wait_idle(grace_s)
+        assert self._grace_ends is not None
+        left_s = max(self._grace_ends - asyncio.get_running_loop().time(), 0.0)
+        finished = await self.processors.wait_idle(left_s)
         running = list(self.processors.in_flight)
         for task in self._processor_tasks:
             task.cancel()
         await asyncio.gather(*self._processor_tasks, return_exceptions=True)
-        handed_back = [c.task_id for c in unstarted] + running
+        # Outcomes already handed to the writer are committed before anything is released.
         await self.writer.drain(timeout=max(grace_s, 1.0))
-        if handed_back:
-            with contextlib.suppress(TaskflowError):
-                await self._store.release(handed_back, self.owner)
+        handed_back: set[uuid.UUID] = set()
+        if unstarted or running:
+            try:
+                handed_back = await self._store.release(
+                    [c.task_id for c in unstarted] + running, self.owner
+                )
+            except TaskflowError as exc:
+                log.warning(
+                    "could not hand attempts back; their leases will run out", error=str(exc)
+                )
         for task in self._tasks:
             task.cancel()
         if self._monitor is not None:

@@ -30,5 +30,5 @@ class PipelineStore(Protocol):
     async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
         """Extend leases."""
 
-    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> None:
+    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
         """Hand leases back."""

@@ -111,6 +111,8 @@ class ProcessorPool:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait (at most `timeout`) until no attempt is running; True when idle."""
+        if self._idle.is_set():
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:

@@ -143,7 +143,8 @@ RETURNING id;
 -- name: release_leases
 -- Hands attempts back on shutdown: the lease ends now, so any instance claims them at once.
 UPDATE tasks SET lease_expires_at = now() - interval '1 microsecond'
-WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress';
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress'
+RETURNING id;
 
 -- name: status_counts
 SELECT status, count(*) AS n FROM tasks GROUP BY status;

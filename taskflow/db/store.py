@@ -290,10 +290,13 @@ class TaskStore:
         rows = await self._fetch("renew_leases", list(ids), owner, lease_s)
         return {r["id"] for r in rows}
 
-    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> None:
-        """End the leases `owner` holds on `ids` now, so any instance may claim them."""
-        async with self._conn() as conn:
-            await conn.execute(self._q["release_leases"], list(ids), owner)
+    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
+        """End the leases `owner` holds on `ids` now, so any instance may claim them.
+
+        Returns the ids whose lease was ended (not those already finished or taken over).
+        """
+        rows = await self._fetch("release_leases", list(ids), owner)
+        return {r["id"] for r in rows}
 
     async def status_counts(self) -> dict[Status, int]:
         """How many tasks are in each status."""
