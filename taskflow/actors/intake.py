@@ -43,7 +43,7 @@ class Intake:
         queue_size: int,
         on_created: Callable[[Sequence[Task]], None],
         batch_max: int = 1000,
-        submit_timeout: float = 30.0,
+        submit_timeout: float = 10.0,
     ) -> None:
         self._store = store
         self._metrics = metrics

@@ -36,6 +36,9 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 
+# How long one store call may take, connection wait and query together.
+CALL_TIMEOUT_S = 5.0
+
 FAR_FUTURE = datetime.fromisoformat("9999-12-31T23:59:59+00:00")
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
 
@@ -81,9 +84,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class TaskStore:
-    """The PostgreSQL side of taskflow. Every call is bounded by `timeout` seconds."""
+    """The PostgreSQL side of taskflow.
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, timeout: float = 10.0) -> None:
+    Every call is bounded by `timeout` seconds, waiting for a pooled connection and
+    running the query together: during a network partition, where nothing answers and
+    only timeouts end a call, a request gets its 503 in that time.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, timeout: float = CALL_TIMEOUT_S) -> None:
         self._pool = pool
         self._dsn = dsn
         self._q = queries()
@@ -92,7 +100,7 @@ class TaskStore:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, dsn: str, *, max_size: int = 10, timeout: float = 10.0
+        cls, dsn: str, *, max_size: int = 10, timeout: float = CALL_TIMEOUT_S
     ) -> AsyncIterator[TaskStore]:
         """Open a pool on `dsn`, yield a store on it, close the pool on exit."""
         try:
@@ -173,15 +181,25 @@ class TaskStore:
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             async with self._pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except TimeoutError:
+                    # Nothing answered in time. asyncpg would now wait, on release, for a
+                    # cancel request that cannot get through either: drop the connection.
+                    conn.terminate()
+                    raise
         except _UNREACHABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise StoreUnavailable(f"PostgreSQL is unreachable: {reason}") from exc
         except asyncpg.PostgresError as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         async with self._conn() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args)
+            left = max(deadline - loop.time(), 0.001)
+            rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args, timeout=left)
             return rows
 
     async def apply_schema(self) -> bool:
