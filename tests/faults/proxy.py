@@ -74,12 +74,13 @@ class TcpProxy:
         """Stop listening and drop every connection."""
         if self._server is not None:
             self._server.close()
-        for link in list(self._links):
-            link.abort()
+        self.restore()  # aborts every link; their handlers then end by themselves
         handlers = list(self._handlers)
-        for handler in handlers:
-            handler.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
+        if handlers:
+            _, stuck = await asyncio.wait(handlers, timeout=5)
+            for handler in stuck:
+                handler.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)

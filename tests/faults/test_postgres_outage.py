@@ -108,3 +108,73 @@ async def test_postgres_outage_is_survived(
         f"reads in {read_s:.1f} s; {retries:.0f} status write retries; all terminal "
         f"{resumed_s:.1f} s after the restore; {second_attempts} tasks needed a second attempt"
     )
+
+
+async def test_partitioned_instance_is_fenced_after_takeover(
+    fleet: Fleet, pg_proxy: tuple[TcpProxy, str]
+) -> None:
+    # Only one instance loses PostgreSQL. Another takes its attempts over when their
+    # leases run out; when the partition heals, the retried outcomes of the cut-off
+    # instance are fenced and every task keeps the newer attempt's outcome.
+    proxy, proxied_url = pg_proxy
+    work = {"TASKFLOW_WORK_MIN_S": 1.0, "TASKFLOW_WORK_MAX_S": 2.0, "TASKFLOW_LEASE_S": LEASE_S}
+    cut_off = await fleet.start(
+        "cut-off", DATABASE_URL=proxied_url, TASKFLOW_PROCESSORS=100, **work
+    )
+    await create_tasks(fleet.session, cut_off.url, 40, concurrency=20)
+    await wait_counts(fleet.db_url, 30, in_progress=20)
+    proxy.cut("blackhole")
+    await asyncio.sleep(0.5)  # statements that got through before the cut are committed
+    held = {
+        i: t
+        for i, t in (await snapshot(fleet.db_url)).items()
+        if t.status == "in_progress" and t.lease_owner == cut_off.owner
+    }
+    other = await fleet.start("other", TASKFLOW_PROCESSORS=100, **work)
+    async with asyncio.timeout(LEASE_S + 30):
+        while True:
+            rows = await snapshot(fleet.db_url)
+            if all(rows[i].attempts > t.attempts for i, t in held.items()):
+                break
+            await asyncio.sleep(0.1)
+    proxy.restore()
+    await wait_all_terminal(fleet.db_url, 40, 60)
+    fence_event = "outcome fenced off: another attempt holds the task"
+    async with asyncio.timeout(60):  # the cut-off instance's retried writes get through
+        while True:
+            fenced = [e for i in held for e in cut_off.events(fence_event, task_id=str(i))]
+            if len(fenced) >= len(held):
+                break
+            await asyncio.sleep(0.2)
+
+    rows = await snapshot(fleet.db_url)
+    for task_id, was in held.items():
+        now = rows[task_id]
+        assert now.attempts == was.attempts + 1, now
+        assert now.history == now.expected_history(), now
+        [written] = [
+            e
+            for e in other.events("status changed", task_id=str(task_id), attempt=now.attempts)
+            if e["status"] in ("completed", "failed")
+        ]
+        assert written["status"] == now.status
+        assert len(cut_off.events(fence_event, task_id=str(task_id))) == 1
+    assert cut_off.running
+    metrics = await cut_off.metrics(fleet.session)
+    assert metrics["taskflow_fenced_writes_total"] == len(held)
+    assert metrics["taskflow_status_write_retries_total"] > 0
+    other_metrics = await other.metrics(fleet.session)
+    assert other_metrics["taskflow_lease_recoveries_total"] == len(held)
+
+
+async def test_start_up_waits_for_postgres(fleet: Fleet, pg_proxy: tuple[TcpProxy, str]) -> None:
+    # Start-up needs PostgreSQL; it waits for it (up to 30 s) rather than failing at once.
+    proxy, proxied_url = pg_proxy
+    proxy.cut("reset")
+    service = await fleet.launch("service", DATABASE_URL=proxied_url)
+    await service.wait_log("PostgreSQL not reachable yet, retrying", 30)
+    assert service.running
+    proxy.restore()
+    await service.wait_ready(fleet.session, 60)
+    status, body, _ = await create_one(fleet.session, service.url, "after start-up")
+    assert status == 201, body
