@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import structlog
 
 from taskflow.actors.ports import PipelineStore
-from taskflow.errors import IdempotencyConflict, Overloaded, StoreError, TaskflowError
+from taskflow.errors import (
+    IdempotencyConflict,
+    Overloaded,
+    StoreError,
+    StoreUnavailable,
+    TaskflowError,
+)
 from taskflow.metrics import Metrics
 from taskflow.models import NewTask, Task
 
@@ -67,6 +73,9 @@ class Intake:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._submit_timeout)
         except TimeoutError:
+            # Not yet in a batch: now it never will be. Already being written: the outcome
+            # is unknown, as with any timeout; a retry with the same Idempotency-Key is safe.
+            future.cancel()
             raise Overloaded("the task was not committed in time; retry later") from None
 
     async def run(self) -> None:
@@ -90,11 +99,14 @@ class Intake:
         try:
             result = await self._store.insert_tasks([new for new, _ in live])
         except TaskflowError as exc:
-            self._metrics.db_up.set(0)
+            unreachable = isinstance(exc, StoreUnavailable)
+            self._metrics.db_up.set(0 if unreachable else 1)
             log.warning("intake batch failed", size=len(live), error=str(exc))
             for _, fut in live:
                 if not fut.done():
                     fut.set_exception(exc)
+            if unreachable:
+                self._fail_waiting(exc)
             return
         self._metrics.db_up.set(1)
         self._metrics.db_batch_size.labels("insert").observe(len(live))
@@ -126,6 +138,19 @@ class Intake:
                 )
         if result.created:
             self._on_created(result.created)
+
+    def _fail_waiting(self, exc: TaskflowError) -> None:
+        """Answer every create that queued behind a batch PostgreSQL did not take.
+
+        They would fail the same way, one store timeout later each: during an outage a
+        create gets its 503 within one timeout, however many wait. The next create
+        tries PostgreSQL again.
+        """
+        while not self._inbox.empty():
+            _, fut = self._inbox.get_nowait()
+            if not fut.done():
+                fut.set_exception(exc)
+            self._inbox.task_done()
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting and wait (at most `timeout`) for queued creates to be written."""

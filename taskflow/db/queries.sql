@@ -116,7 +116,9 @@ SELECT id, attempts, source, false AS recovered FROM claimed;
 
 -- name: finish_tasks
 -- Writes a batch of outcomes. Fenced: a row changes only while owner $6 still holds the
--- attempt named in the batch; the ids that did change are returned.
+-- attempt named in the batch. Returns the ids written, and the ids whose attempt is already
+-- terminal: only the holder of an attempt can finish it, so that is this writer's own
+-- earlier try, committed although its answer was lost (a retry after a cut connection).
 WITH data AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
         AS d(id, attempt, status, result, error)
@@ -133,7 +135,10 @@ WITH data AS (
     INSERT INTO task_events (task_id, status, attempt, at)
     SELECT id, status, attempts, finished_at FROM finished
 )
-SELECT id FROM finished;
+SELECT id FROM finished
+UNION
+SELECT t.id FROM tasks t JOIN data ON t.id = data.id
+WHERE t.attempts = data.attempt AND t.status IN ('completed', 'failed');
 
 -- name: renew_leases
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)

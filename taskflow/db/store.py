@@ -291,7 +291,11 @@ class TaskStore:
         return [_claim(r) for r in rows]
 
     async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[uuid.UUID]:
-        """Write outcomes whose attempt `owner` still holds; return the ids written."""
+        """Write outcomes whose attempt `owner` still holds; return the ids written.
+
+        Idempotent: an outcome whose attempt is already terminal (an earlier try that
+        committed, its answer lost) counts as written; nothing is written twice.
+        """
         rows = await self._fetch(
             "finish_tasks",
             [o.claim.task_id for o in outcomes],

@@ -57,11 +57,22 @@ class Fleet:
         return service
 
     async def close(self) -> None:
-        """Kill and reap every service; keep their logs."""
+        """Kill and reap every service; keep their logs; fail on any error they logged.
+
+        No fault here is a reason for taskflow to log an error: outages, takeovers and
+        fenced writes are warnings. An error-level line means something went wrong.
+        """
         for service in self.services:
             await service.kill()
+        errors = []
         for n, service in enumerate(self.services):
             (self._log_dir / f"{n}-{service.name}.log").write_text(service.tail(len(service.logs)))
+            errors += [
+                f"{service.name}: {e}"
+                for e in service.logs
+                if e.get("level") in ("error", "critical") or e.get("event") == "<raw>"
+            ]
+        assert not errors, "services logged errors:\n" + "\n".join(errors[:20])
 
 
 @pytest.fixture

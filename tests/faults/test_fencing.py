@@ -55,14 +55,29 @@ async def test_stale_attempt_cannot_finish_over_a_newer_one(store: TaskStore, db
     assert await store.finish([_done(first)], "instance-a") == set()
     assert await store.renew([task_id], "instance-a", 30) == set()
     assert await store.finish([_done(second)], "instance-b") == {task_id}
-    # Once terminal, nothing is written any more, and nothing raises either.
-    assert await store.finish([_done(second)], "instance-b") == set()
+    # Once terminal, the stale attempt is still rejected, and nothing raises.
     assert await store.finish([_done(first)], "instance-a") == set()
 
     row = (await snapshot(db_url))[task_id]
     assert row.status == "completed"
     assert row.result == {"attempt": 2}
     assert row.history == (("new", 0), ("in_progress", 1), ("in_progress", 2), ("completed", 2))
+
+
+async def test_a_retried_finish_that_had_committed_counts_as_written(
+    store: TaskStore, db_url: str
+) -> None:
+    # The connection broke after the commit but before the answer: the status writer
+    # retries. That is the attempt's own outcome, not a fenced write, and it is not
+    # written a second time.
+    task_id = await _one_task(store)
+    [(claim, _)] = await store.claim("instance-a", 30, 10)
+    assert await store.finish([_done(claim)], "instance-a") == {task_id}
+    failed = Outcome(claim, Status.FAILED, error="a different outcome on retry")
+    assert await store.finish([failed], "instance-a") == {task_id}
+    row = (await snapshot(db_url))[task_id]
+    assert (row.status, row.result) == ("completed", {"attempt": 1})
+    assert row.history == (("new", 0), ("in_progress", 1), ("completed", 1))
 
 
 async def test_same_instance_attempts_are_fenced_by_attempt_number(

@@ -85,6 +85,7 @@ async def test_flood_gets_201_or_503_and_memory_stays_bounded(fleet: Fleet) -> N
     assert growth < 150 * MIB, f"RSS grew by {growth / MIB:.0f} MiB"
     assert service.running
     print(
-        f"\nflood of {FLOOD} creates ({CONCURRENCY} at once, 8 KiB payloads, queue of {QUEUE_SIZE}): "
-        f"{dict(answers)}; RSS {baseline / MIB:.0f} MiB → peak {peak[0] / MIB:.0f} MiB"
+        f"\nflood of {FLOOD} creates ({CONCURRENCY} at once, 8 KiB payloads, "
+        f"queue of {QUEUE_SIZE}): {dict(answers)}; "
+        f"RSS {baseline / MIB:.0f} MiB → peak {peak[0] / MIB:.0f} MiB"
     )
