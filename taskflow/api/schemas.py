@@ -79,7 +79,12 @@ class ErrorBodySchema(ma.Schema):
 
     code = ma.fields.String(
         required=True,
-        metadata={"example": "validation_failed", "description": "Stable, machine-readable."},
+        metadata={
+            "description": "Stable and machine-readable: `invalid_json`, `bad_request`, "
+            "`not_found`, `method_not_allowed`, `idempotency_conflict`, `payload_too_large`, "
+            "`unsupported_media_type`, `validation_failed`, `overloaded`, "
+            "`database_unavailable`.",
+        },
     )
     message = ma.fields.String(required=True, metadata={"description": "For people."})
     details = ma.fields.Dict(
