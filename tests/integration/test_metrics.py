@@ -97,6 +97,7 @@ async def test_counters_match_a_known_workload(
     assert value(m, "taskflow_db_up") == 1
     assert value(m, "taskflow_lease_recoveries_total") == 0
     assert value(m, "taskflow_fenced_writes_total") == 0
+    assert value(m, "process_resident_memory_bytes") > 0  # the process collector is there
 
     # HTTP latency by route template and status code.
     created = "taskflow_http_request_duration_seconds_count"
