@@ -94,8 +94,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Observe latency by route template (`/tasks/{task_id}`, never the raw path; "unmatched"
-    for 404s and 405s), method and status code."""
+    """Observe latency by route template (`/tasks/{task_id}`, never the raw path;
+    "unmatched" when no route matched: unknown path or method), method and status code."""
     started = time.perf_counter()
     status = 500
     try:
