@@ -109,8 +109,7 @@ class Dispatcher:
                     self._free -= 1
                     self.outbox.put_nowait(claim)
             if failure is not None:
-                if isinstance(failure, StoreUnavailable):
-                    self._metrics.db_up.set(0)
+                self._metrics.db_up.set(0 if isinstance(failure, StoreUnavailable) else 1)
                 log.warning("claim failed, retrying", error=str(failure), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -63,16 +63,18 @@ class Intake:
     async def submit(self, new: NewTask) -> Accepted:
         """Store `new` (or find the task its idempotency key names); raise on overload."""
         if not self.accepting:
+            self._metrics.intake_rejected.labels("stopping").inc()
             raise Overloaded("taskflow is shutting down; retry on another instance")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         try:
             self._inbox.put_nowait((new, future))
         except asyncio.QueueFull:
-            self._metrics.http_rejected.inc()
+            self._metrics.intake_rejected.labels("full").inc()
             raise Overloaded("the intake queue is full; retry later") from None
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._submit_timeout)
         except TimeoutError:
+            self._metrics.intake_rejected.labels("timeout").inc()
             # Not yet in a batch: now it never will be. Already being written: the outcome
             # is unknown, as with any timeout; a retry with the same Idempotency-Key is safe.
             future.cancel()

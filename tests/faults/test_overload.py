@@ -80,7 +80,7 @@ async def test_flood_gets_201_or_503_and_memory_stays_bounded(fleet: Fleet) -> N
     for row in rows.values():
         assert row.history == row.expected_history(), row
     metrics = await service.metrics(fleet.session)
-    assert metrics["taskflow_http_overloaded_total"] == answers["503"]
+    assert metrics['taskflow_intake_rejected_total{reason="full"}'] == answers["503"]
     growth = peak[0] - baseline
     assert growth < 150 * MIB, f"RSS grew by {growth / MIB:.0f} MiB"
     assert service.running
