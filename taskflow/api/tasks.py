@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -58,10 +58,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, task_id = orjson.loads(raw)
         position = datetime.fromisoformat(created_at), uuid.UUID(task_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        if position[0].tzinfo is None:
+            raise ValueError("a cursor's time has an offset")
+        # The database compares in UTC: a time that cannot be moved there is not ours.
+        position[0].astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
         raise BadRequest("the cursor is not valid", {"cursor": ["Not a valid cursor."]}) from None
-    if position[0].tzinfo is None:
-        raise BadRequest("the cursor is not valid", {"cursor": ["Not a valid cursor."]})
     return position
 
 
