@@ -91,7 +91,8 @@ SELECT id, attempts, source, false AS recovered FROM claimed;
 
 -- name: finish_tasks
 -- Writes a batch of outcomes. Fenced: a row changes only while owner $6 still holds the
--- attempt named in the batch; the ids that did change are returned.
+-- attempt named in the batch; the (id, attempt) pairs that did change are returned (a
+-- batch may hold a stale and a current attempt of one task).
 WITH data AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
         AS d(id, attempt, status, result, error)
@@ -108,7 +109,7 @@ WITH data AS (
     INSERT INTO task_events (task_id, status, attempt, at)
     SELECT id, status, attempts, finished_at FROM finished
 )
-SELECT id FROM finished;
+SELECT id, attempts FROM finished;
 
 -- name: renew_leases
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)

@@ -254,8 +254,8 @@ class TaskStore:
         rows = await self._fetch("claim_new_by_ids", list(ids), owner, lease_s)
         return [_claim(r) for r in rows]
 
-    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[uuid.UUID]:
-        """Write outcomes whose attempt `owner` still holds; return the ids written."""
+    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
+        """Write outcomes whose attempt `owner` still holds; return the (id, attempt) written."""
         rows = await self._fetch(
             "finish_tasks",
             [o.claim.task_id for o in outcomes],
@@ -265,7 +265,7 @@ class TaskStore:
             [o.error for o in outcomes],
             owner,
         )
-        return {r["id"] for r in rows}
+        return {(r["id"], r["attempts"]) for r in rows}
 
     async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
         """Extend the leases `owner` holds on `ids`; return those still held."""
