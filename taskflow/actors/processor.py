@@ -45,22 +45,28 @@ class ProcessorPool:
         self._failure_rate = failure_rate
         self._on_done = on_done
         self._rng = rng or random.Random()
+        # The latest attempt of each task running here. After an outage longer than the
+        # lease, this instance may claim a task it still runs: two attempts, one entry.
         self.in_flight: dict[uuid.UUID, Claim] = {}
+        self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        metrics.processors_busy.set_function(lambda: len(self.in_flight))
+        metrics.processors_busy.set_function(lambda: self._busy)
 
     async def run(self, index: int) -> None:
         """The loop of processor number `index`: one attempt after another, until cancelled."""
         while True:
             claim = await self._inbox.get()
             self.in_flight[claim.task_id] = claim
+            self._busy += 1
             self._idle.clear()
             try:
                 await self._attempt(claim, index)
             finally:
-                del self.in_flight[claim.task_id]
-                if not self.in_flight:
+                self._busy -= 1
+                if self.in_flight.get(claim.task_id) is claim:
+                    del self.in_flight[claim.task_id]
+                if self._busy == 0:
                     self._idle.set()
                 self._on_done()
 
