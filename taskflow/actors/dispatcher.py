@@ -48,6 +48,7 @@ class Dispatcher:
         self._free = slots
         self._slot_freed = asyncio.Event()
         self._wake = asyncio.Event()
+        self._parked = asyncio.Event()
         self.claiming = True
         metrics.track_queue("dispatch", self._handoff.qsize, slots)
         metrics.track_queue("processors", self.outbox.qsize, slots)
@@ -77,6 +78,8 @@ class Dispatcher:
         delay = 0.1
         while True:
             while self._free == 0 or not self.claiming:
+                if not self.claiming:
+                    self._parked.set()
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
             want = min(self._free, self._batch_max)
@@ -100,8 +103,11 @@ class Dispatcher:
                 self.outbox.put_nowait(claim)
             if polled and len(claims) < room and self._handoff.empty():
                 # Nothing left anywhere: sleep until a create, a NOTIFY or the next poll.
+                # (Not wait_for: on Python 3.11 it swallows a cancel that coincides with
+                # the wake-up, and the pipeline could then never stop this task.)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    async with asyncio.timeout(self._poll_s):
+                        await self._wake.wait()
 
     async def _claim_new(self, ids: list[uuid.UUID]) -> list[Claim]:
         started = asyncio.get_running_loop().time()
@@ -132,6 +138,23 @@ class Dispatcher:
             self._metrics.db_batch_seconds.labels(operation).observe(
                 asyncio.get_running_loop().time() - started
             )
+
+    async def stop(self, timeout: float) -> list[Claim]:
+        """Stop claiming and take back the claims no processor has started.
+
+        A claim already sent to PostgreSQL is waited for (at most `timeout`): once
+        committed it holds a lease, and if it were abandoned here it would only be
+        picked up again when that lease ran out.
+        """
+        self.claiming = False
+        self._slot_freed.set()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._parked.wait()
+        except TimeoutError:
+            log.warning("a claim was still running when the dispatcher stopped")
+        return self.drain_unstarted()
 
     def drain_unstarted(self) -> list[Claim]:
         """Stop claiming and take back the claims no processor has started."""
