@@ -160,8 +160,9 @@ class TaskStore:
                 await conn.add_listener(channel, lambda *_args: on_notify())
                 on_notify()
                 while not closed.is_set():
-                    try:
-                        await asyncio.wait_for(closed.wait(), 10.0)
+                    try:  # not wait_for, which on Python 3.11 can swallow a cancel
+                        async with asyncio.timeout(10.0):
+                            await closed.wait()
                     except TimeoutError:
                         await conn.execute("SELECT 1", timeout=self.timeout)
             except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
