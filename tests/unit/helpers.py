@@ -26,5 +26,5 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait, yielding to the loop, until `condition()` holds (bounded by `timeout`)."""
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polls state that has no event
             await asyncio.sleep(0.001)

@@ -85,7 +85,7 @@ async def test_claims_nothing_while_every_processor_is_busy(
     await add_tasks(store, 5)
     dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=2, poll_s=0.01)
     running.append(asyncio.create_task(dispatcher.run()))
-    await eventually(lambda: dispatcher.outbox.full())
+    await eventually(dispatcher.outbox.full)
     claims_so_far = store.count("claim")
     dispatcher.wake()
     for _ in range(50):

@@ -112,7 +112,8 @@ async def test_a_repeat_with_the_same_key_and_body_returns_the_first_task(
 ) -> None:
     first = await intake.submit(new_task("resize", key="k-1", w=100))
     again = await intake.submit(new_task("resize", key="k-1", w=100))
-    assert first.created and not again.created
+    assert first.created
+    assert not again.created
     assert again.task.id == first.task.id
     assert len(store.tasks) == 1
     assert created.tasks == [first.task]

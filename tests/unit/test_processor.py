@@ -154,7 +154,8 @@ async def test_two_attempts_of_one_task_in_this_instance_do_not_crash_a_processo
     [(first, _)] = await rig.store.claim(OWNER, 30, 1)
     rig.store.advance(31)
     [(second, _)] = await rig.store.claim(OWNER, 30, 1)
-    assert first.task_id == second.task_id and second.attempt == first.attempt + 1
+    assert first.task_id == second.task_id
+    assert second.attempt == first.attempt + 1
 
     rig.inbox.put_nowait(first)
     rig.inbox.put_nowait(second)

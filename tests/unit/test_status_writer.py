@@ -71,7 +71,7 @@ async def test_outcomes_are_kept_and_retried_while_the_database_is_unreachable(
                        writer.write(failed)),
         10,
     )  # fmt: skip
-    assert results == [True, True, True]
+    assert list(results) == [True, True, True]
     assert [store.tasks[c.task_id].status for c in claims] == [
         Status.COMPLETED,
         Status.COMPLETED,
@@ -110,12 +110,13 @@ async def test_a_fenced_write_is_reported_false_and_counted(
     assert await store.renew([still_mine.task_id], OWNER, 30) == {still_mine.task_id}
     store.advance(11)  # the other lease ran out: another instance takes that task over
     [(theirs, recovered)] = await store.claim("instance-b", 30, 10)
-    assert recovered and theirs.task_id == mine.task_id
+    assert recovered
+    assert theirs.task_id == mine.task_id
 
     results = await asyncio.gather(
         writer.write(completed(mine)), writer.write(completed(still_mine))
     )
-    assert results == [False, True]
+    assert list(results) == [False, True]
     task = store.tasks[mine.task_id]
     assert (task.status, task.attempts) == (Status.IN_PROGRESS, theirs.attempt)
     assert store.leases[mine.task_id].owner == "instance-b"
@@ -131,7 +132,7 @@ async def test_a_stale_and_a_current_attempt_in_one_batch_are_told_apart(
     [(current, _)] = await store.claim(OWNER, 30, 1)  # this instance claimed it again
 
     results = await asyncio.gather(writer.write(completed(stale)), writer.write(completed(current)))
-    assert results == [False, True]
+    assert list(results) == [False, True]
     assert store.history(stale.task_id)[-1] == (Status.COMPLETED, current.attempt)
     assert sample(metrics, "taskflow_fenced_writes_total") == 1
     assert sample(metrics, "taskflow_status_changes_total", status="completed") == 1
