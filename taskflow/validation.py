@@ -91,7 +91,8 @@ def unstorable(value: Any) -> str | None:
     return None
 
 
-def _storable(value: Any) -> None:
+def storable(value: Any) -> None:
+    """marshmallow validator: refuse what `unstorable` finds."""
     problem = unstorable(value)
     if problem:
         raise ma.ValidationError(f"Contains a {problem}, which cannot be stored.")
@@ -101,7 +102,7 @@ def _payload_size(value: dict[str, Any]) -> None:
     try:
         size = len(orjson.dumps(value))
     except (TypeError, orjson.JSONEncodeError) as exc:
-        if unstorable(value) is None:  # else _storable reports it
+        if unstorable(value) is None:  # else storable() reports it
             raise ma.ValidationError(f"Payload cannot be encoded as JSON: {exc}.") from None
         return
     if size > PAYLOAD_MAX_BYTES:
@@ -118,13 +119,13 @@ class TaskCreateSchema(ma.Schema):
 
     title = ma.fields.String(
         required=True,
-        validate=[ma.validate.Length(min=1, max=TITLE_MAX), _storable],
+        validate=[ma.validate.Length(min=1, max=TITLE_MAX), storable],
         metadata={"description": "What the task is, 1 to 200 characters.", "example": "resize"},
     )
     description = ma.fields.String(
         allow_none=True,
         load_default=None,
-        validate=[ma.validate.Length(max=DESCRIPTION_MAX), _storable],
+        validate=[ma.validate.Length(max=DESCRIPTION_MAX), storable],
         metadata={
             "description": "Free text, up to 10,000 characters.",
             "example": "Resize the uploaded image",
@@ -133,7 +134,7 @@ class TaskCreateSchema(ma.Schema):
     payload = ma.fields.Dict(
         keys=ma.fields.String(),
         load_default=dict,
-        validate=[_storable, _payload_size],
+        validate=[storable, _payload_size],
         metadata={
             "description": "Any JSON object, at most 64 KiB encoded and 200 levels deep.",
             "example": {"w": 100, "h": 80},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from taskflow.models import Source, Status
-from taskflow.validation import IDEMPOTENCY_KEY_MAX, TaskCreateSchema
+from taskflow.validation import IDEMPOTENCY_KEY_MAX, TaskCreateSchema, storable
 
 __all__ = [
     "ErrorSchema",
@@ -111,7 +111,8 @@ class IdempotencyHeaderSchema(ma.Schema):
     idempotency_key = ma.fields.String(
         data_key="Idempotency-Key",
         load_default=None,
-        validate=ma.validate.Length(min=1, max=IDEMPOTENCY_KEY_MAX),
+        # Header bytes that are not UTF-8 arrive as lone surrogates, which cannot be stored.
+        validate=[ma.validate.Length(min=1, max=IDEMPOTENCY_KEY_MAX), storable],
         metadata={
             "description": "A repeat with the same key and body returns the task first created "
             "(200); the same key with another body is 409. Shared with AMQP `message_id`."
