@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
+from taskflow.config import Settings
+
 Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[Settings], Awaitable[Client]]
 
 TERMINAL = ("completed", "failed")
 
@@ -31,6 +35,17 @@ async def wait_terminal(client: Client, task_id: str, timeout: float = 30.0) -> 
             if task["status"] in TERMINAL:
                 return task
             await asyncio.sleep(0.02)
+
+
+async def settle(client: Client, timeout: float = 60.0) -> None:
+    """Wait until no task is `new` or `in_progress`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await client.get("/tasks?status=new&status=in_progress&limit=1")
+            assert response.status == 200
+            if not (await response.json())["items"]:
+                return
+            await asyncio.sleep(0.05)
 
 
 async def assert_error(response: ClientResponse, status: int, code: str) -> dict[str, Any]:
