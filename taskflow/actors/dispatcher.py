@@ -153,7 +153,9 @@ class Dispatcher:
             async with asyncio.timeout(timeout):
                 await self._parked.wait()
         except TimeoutError:
-            log.warning("a claim was still running when the dispatcher stopped")
+            log.warning(
+                "dispatcher did not stop claiming in time; a claim in flight is left to its lease"
+            )
         return self.drain_unstarted()
 
     def drain_unstarted(self) -> list[Claim]:
