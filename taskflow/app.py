@@ -20,6 +20,7 @@ from aiohttp_apigami.constants import APISPEC_PARSER
 
 from taskflow import __version__
 from taskflow.actors.pipeline import Pipeline
+from taskflow.amqp.consumer import consumer_ctx
 from taskflow.api import operations, tasks
 from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
@@ -42,10 +43,15 @@ STATS_INTERVAL_S = 5.0
 def create_app(
     settings: Settings,
     *,
+    amqp: bool = False,
     on_failure: Callable[[BaseException | None], None] | None = None,
     poll_s: float = 1.0,
 ) -> web.Application:
-    """Build the aiohttp application for `settings` (nothing is started until it runs)."""
+    """Build the aiohttp application for `settings` (nothing is started until it runs).
+
+    With `amqp` (as `taskflow serve` runs it) it also consumes `settings.amqp_queue`;
+    without, it is the HTTP service alone and readiness reports the consumer `disabled`.
+    """
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[metrics_middleware, error_middleware, validation_middleware],
@@ -61,6 +67,9 @@ def create_app(
     app[APISPEC_PARSER] = TaskflowParser()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_pipeline(on_failure, poll_s))
+    if amqp:
+        # After the pipeline: on shutdown the consumer stops before the pipeline drains.
+        app.cleanup_ctx.append(consumer_ctx)
     return app
 
 

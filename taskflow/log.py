@@ -50,6 +50,11 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level_no)
+    # aiormq and aio-pika log every lost connection (with a traceback) and every failed
+    # reconnect attempt; the AMQP consumer logs an outage once and reports it in
+    # /health/ready and `taskflow_amqp_connected`.
+    for name in ("aiormq.connection", "aio_pika.robust_connection"):
+        logging.getLogger(name).setLevel(max(level_no, logging.ERROR))
 
 
 class AccessLogger(AbstractAccessLogger):
