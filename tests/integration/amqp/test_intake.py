@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from taskflow.config import Settings
+from tests.conftest import ADMIN_URL
 from tests.integration.amqp.support import (
     Broker,
     Client,
@@ -106,4 +110,35 @@ async def test_shutdown_acks_what_was_committed_and_returns_the_rest(
     # Every message whose task was committed was acked before the first one stopped.
     assert await metric(second, "taskflow_amqp_messages_total", outcome="duplicate") == 0
     await second.close()
+    assert await broker.waiting() == 0
+
+
+async def _refuse_connections(db_url: str, refuse: bool) -> None:
+    """Make the test's own database refuse (or accept again) every connection."""
+    name = urlsplit(db_url).path.lstrip("/")
+    conn = await asyncpg.connect(ADMIN_URL, timeout=10)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not refuse).lower()}')
+        if refuse:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+    finally:
+        await conn.close()
+
+
+async def test_a_message_whose_commit_fails_is_not_acked_and_comes_back(
+    amqp_client: Client, broker: Broker, db_url: str
+) -> None:
+    await _refuse_connections(db_url, refuse=True)
+    try:
+        await broker.publish({"title": "patient"}, message_id="patient-1")
+        await wait_for_metric(amqp_client, 2, "taskflow_amqp_messages_total", outcome="requeued")
+    finally:
+        await _refuse_connections(db_url, refuse=False)
+
+    [task] = await wait_for_tasks(amqp_client, 1)
+    assert (task["title"], task["source"]) == ("patient", "amqp")
+    assert await metric(amqp_client, "taskflow_amqp_messages_total", outcome="created") == 1
+    await amqp_client.close()
     assert await broker.waiting() == 0
