@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -99,6 +100,8 @@ def serve(settings: Settings) -> int:
 
 def submit(settings: Settings, args: argparse.Namespace) -> int:
     """Create tasks from the command line and print what happened; 2 on bad input."""
+    # Failures are reported below in one line; aiormq would log them a second time.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
         bodies = _bodies(args)
     except BadInput as exc:

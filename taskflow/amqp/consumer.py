@@ -119,20 +119,22 @@ class Consumer:
         From then on aio-pika's robust connection restores everything after an outage.
         """
         delay = 0.5
-        logged: str | None = None
+        logged = False
         while not self._stopping.is_set():
             try:
                 connection = await self._connect()
             except Exception as exc:  # whatever it is, try again later
                 error = f"{type(exc).__name__}: {exc}"
                 self._set(ConsumerPhase.DISCONNECTED, error)
-                if logged != error:  # once per distinct cause, not once per attempt
+                if not logged:  # once, not once per attempt
                     log.warning(
                         "waiting for RabbitMQ; HTTP intake works meanwhile",
                         url=mask_url(self._url),
                         error=error,
                     )
-                    logged = error
+                    logged = True
+                else:
+                    log.debug("RabbitMQ still unreachable", error=error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, CONNECT_BACKOFF_MAX_S)
                 continue
@@ -194,8 +196,12 @@ class Consumer:
         if self._stopping.is_set() or sender is not self._connection:
             return
         error = f"{type(exc).__name__}: {exc}" if exc else "connection closed"
+        was_consuming = self._state.phase is ConsumerPhase.CONSUMING
         self._set(ConsumerPhase.DISCONNECTED, error)
-        log.warning("RabbitMQ connection lost; reconnecting", error=error)
+        if was_consuming:  # once per outage; every failed reconnect attempt also ends here
+            log.warning("RabbitMQ connection lost; reconnecting", error=error)
+        else:
+            log.debug("RabbitMQ reconnect attempt failed", error=error)
 
     def _on_reconnected(self, sender: object) -> None:
         if self._stopping.is_set() or sender is not self._connection:
