@@ -260,7 +260,9 @@ class Consumer:
         else:
             outcome = "created" if accepted.created else "duplicate"
             self._metrics.amqp_messages.labels(outcome).inc()
-            if not accepted.created:
+            if accepted.created:
+                log.debug("message consumed", task_id=str(accepted.task.id))
+            else:
                 log.info("repeated message: its task exists", task_id=str(accepted.task.id))
             await self._ack(acks, tag)
 

@@ -36,6 +36,17 @@ async def taskflow(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+async def test_submit_one_over_http_prints_the_task(client: Client) -> None:
+    url = str(client.make_url("/")).rstrip("/")
+    code, out, _ = await taskflow("submit", "resize", "--payload", '{"w": 100}', "--url", url)
+    assert code == 0
+    task = orjson.loads(out)
+    assert (task["title"], task["payload"], task["source"]) == ("resize", {"w": 100}, "http")
+
+    code, _, _ = await taskflow("submit", "bad", "--payload", "[1]", "--url", url)
+    assert code == 1  # the service's 422 is printed, and the exit code says so
+
+
 async def test_submit_many_over_http(client: Client, tmp_path: Path) -> None:
     url = str(client.make_url("/")).rstrip("/")
     code, out, _ = await taskflow("submit", "twice", "--url", url, "--count", "2", "--key", "k")
