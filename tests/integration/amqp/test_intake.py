@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from taskflow.config import Settings
-from tests.conftest import ADMIN_URL
 from tests.integration.amqp.support import (
     Broker,
     Client,
@@ -113,15 +111,22 @@ async def test_shutdown_acks_what_was_committed_and_returns_the_rest(
     assert await broker.waiting() == 0
 
 
-async def _refuse_connections(db_url: str, refuse: bool) -> None:
-    """Make the test's own database refuse (or accept again) every connection."""
-    name = urlsplit(db_url).path.lstrip("/")
-    conn = await asyncpg.connect(ADMIN_URL, timeout=10)
+async def _fail_inserts(db_url: str, fail: bool) -> None:
+    """Make every INSERT into the test database's tasks fail (or work again)."""
+    conn = await asyncpg.connect(db_url, timeout=10)
     try:
-        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not refuse).lower()}')
-        if refuse:
+        if fail:
             await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+                """
+                CREATE FUNCTION test_refuse_insert() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN RAISE EXCEPTION 'inserts refused by the test'; END $$;
+                CREATE TRIGGER test_refuse_insert BEFORE INSERT ON tasks
+                    FOR EACH ROW EXECUTE FUNCTION test_refuse_insert();
+                """
+            )
+        else:
+            await conn.execute(
+                "DROP TRIGGER test_refuse_insert ON tasks; DROP FUNCTION test_refuse_insert();"
             )
     finally:
         await conn.close()
@@ -130,12 +135,13 @@ async def _refuse_connections(db_url: str, refuse: bool) -> None:
 async def test_a_message_whose_commit_fails_is_not_acked_and_comes_back(
     amqp_client: Client, broker: Broker, db_url: str
 ) -> None:
-    await _refuse_connections(db_url, refuse=True)
+    await _fail_inserts(db_url, fail=True)
     try:
         await broker.publish({"title": "patient"}, message_id="patient-1")
         await wait_for_metric(amqp_client, 2, "taskflow_amqp_messages_total", outcome="requeued")
+        assert await all_tasks(amqp_client) == []
     finally:
-        await _refuse_connections(db_url, refuse=False)
+        await _fail_inserts(db_url, fail=False)
 
     [task] = await wait_for_tasks(amqp_client, 1)
     assert (task["title"], task["source"]) == ("patient", "amqp")
