@@ -85,17 +85,25 @@ class _ReconnectNoise(logging.Filter):
 
 
 class AccessLogger(AbstractAccessLogger):
-    """aiohttp access log lines as structured events."""
+    """aiohttp access log lines as structured events (aiohttp's text format is never used).
+
+    `route` is the matched route template (`/tasks/{task_id}`), as in the HTTP metrics.
+    """
 
     _log = structlog.get_logger("taskflow.access")
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Log one finished request."""
+        match_info = getattr(request, "match_info", None)
+        resource = match_info.route.resource if match_info is not None else None
         self._log.info(
             "http request",
             method=request.method,
             path=request.path,
+            route=resource.canonical if resource is not None else None,
             status=response.status,
             duration_s=round(time, 6),
+            sent_bytes=response.body_length,  # headers included, like aiohttp's %b
             remote=request.remote,
+            user_agent=request.headers.get("User-Agent"),
         )
