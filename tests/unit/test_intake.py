@@ -94,7 +94,7 @@ async def test_a_full_queue_answers_overloaded_at_once(
     await asyncio.sleep(0)
     with pytest.raises(Overloaded):
         await intake.submit(new_task("one too many"))
-    assert sample(metrics, "taskflow_http_overloaded_total") == 1
+    assert sample(metrics, "taskflow_intake_rejected_total", reason="full") == 1
     assert not any(w.done() for w in waiting)
 
     runner = asyncio.create_task(intake.run())
@@ -161,7 +161,7 @@ async def test_a_failed_write_fails_its_batch_and_intake_carries_on(
 
 
 async def test_drain_refuses_new_creates_and_waits_for_queued_ones(
-    store: MemoryStore, intake: Intake
+    store: MemoryStore, metrics: Metrics, intake: Intake
 ) -> None:
     store.hold("insert_tasks")
     queued = [asyncio.create_task(intake.submit(new_task(f"t{i}"))) for i in range(5)]
@@ -170,6 +170,7 @@ async def test_drain_refuses_new_creates_and_waits_for_queued_ones(
     await asyncio.sleep(0)
     with pytest.raises(Overloaded):
         await intake.submit(new_task("too late"))
+    assert sample(metrics, "taskflow_intake_rejected_total", reason="stopping") == 1
     assert not draining.done()
     store.let_go("insert_tasks")
     await asyncio.wait_for(draining, 10)
