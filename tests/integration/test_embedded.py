@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pathlib
 import sys
@@ -145,3 +146,50 @@ async def test_a_killed_user_does_not_keep_the_server_running(tmp_path: pathlib.
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
     await assert_stopped(pgdata, dsn)
+
+
+# A user whose start hangs: the package waits for its lock without a bound.
+HUNG = """
+import asyncio, pathlib, sys
+from taskflow.db.embedded import embedded_postgres
+from taskflow.errors import EmbeddedDatabaseError
+
+async def main() -> None:
+    try:
+        async with embedded_postgres(pathlib.Path(sys.argv[1]), start_timeout=1):
+            print("STARTED", flush=True)
+    except EmbeddedDatabaseError as exc:
+        print("FAILED", exc.message, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_start_that_hangs_fails_in_time_and_does_not_hold_up_the_exit(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The package's lock lives under XDG_RUNTIME_DIR; hold a private one, as a process stuck
+    # in a start would.
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    runtime.chmod(0o700)  # platformdirs accepts only a private XDG_RUNTIME_DIR
+    lockfile = runtime / "python_PostgresServer" / ".lockfile"
+    lockfile.parent.mkdir(mode=0o700)
+    with lockfile.open("a+") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_RUNTIME_DIR": str(runtime)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HUNG, str(tmp_path / "pg"), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), 60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            pytest.fail("the process did not exit after its start timed out")
+    assert proc.returncode == 0, output.decode()
+    assert f"FAILED embedded PostgreSQL in {tmp_path / 'pg'} was not ready within 1s" in (
+        output.decode()
+    )
+    assert not postmaster_running(tmp_path / "pg")
