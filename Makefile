@@ -13,9 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[embedded,test]'
 	touch $@
 
+# The Procfile runs `taskflow`: put the virtualenv's bin first on PATH, as activating it would.
 run: install
 	@[ -f .env ] || cp .env.example .env
-	$(BIN)/honcho start
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start
 
 test: install
 	$(BIN)/python -m pytest
