@@ -22,7 +22,9 @@ import logging
 import os
 import pathlib
 import re
+import subprocess
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -56,15 +58,42 @@ _ERROR_LINE = re.compile(r"\b(?:error|FATAL|PANIC):\s")
 
 
 class _Server(PostgresServer):
-    """The package's server handle, noting whether it started the server or found it running."""
+    """The package's server handle, noting whether it started the server or found it running.
 
-    started = False
+    The package gives `pg_ctl start` 10 s and then kills it, but not the server it launched,
+    which may only be slow (a loaded machine, a cold disk): that server is waited for until
+    `ready_by` (a `time.monotonic()` value) instead.
+    """
+
+    def __init__(self, pgdata: pathlib.Path, *, ready_by: float) -> None:
+        self.started = False
+        self.ready_by = ready_by
+        super().__init__(pgdata, cleanup_mode="stop")
 
     def ensure_postgres_running(self) -> None:
         # The package calls this under its lock, so no other process starts the server meanwhile.
-        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        info = _postmaster(self.pgdata)
         self.started = info is None or not info.is_running()
-        super().ensure_postgres_running()
+        try:
+            super().ensure_postgres_running()
+        except subprocess.TimeoutExpired:
+            while time.monotonic() < self.ready_by:
+                info = _postmaster(self.pgdata)
+                if info is not None and info.is_running() and info.status == "ready":
+                    log.warning("embedded postgres: pg_ctl gave up, the server started later")
+                    self._postmaster_info = info
+                    return
+                time.sleep(0.2)
+            raise
+
+
+def _postmaster(pgdata: pathlib.Path) -> PostmasterInfo | None:
+    """What postmaster.pid says, or None while it is absent or still being written."""
+    try:
+        info: PostmasterInfo | None = PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError, OSError):  # the package asserts 8 lines
+        return None
+    return info
 
 
 # The package counts users per process; users within this process are counted here.
@@ -149,7 +178,7 @@ def _start_failed(pgdata: pathlib.Path, reason: str) -> EmbeddedDatabaseError:
     )
 
 
-def _join(data_dir: pathlib.Path) -> _Joined:
+def _join(data_dir: pathlib.Path, ready_within: float) -> _Joined:
     pgdata = data_dir.expanduser().resolve()
     with _guard:
         server, users = _handles.get(pgdata, (None, 0))
@@ -163,7 +192,7 @@ def _join(data_dir: pathlib.Path) -> _Joined:
                     # Not get_server(): it caches handles and may return one whose PID left the
                     # list. The constructor initialises, starts or joins, and lists this PID.
                     PostgresServer._instances.pop(pgdata, None)
-                    server = _Server(pgdata, cleanup_mode="stop")
+                    server = _Server(pgdata, ready_by=time.monotonic() + ready_within)
                 except Exception as exc:
                     raise _start_failed(pgdata, _reason(exc, errors)) from exc
         _handles[pgdata] = (server, users + 1)
@@ -276,7 +305,9 @@ async def embedded_postgres(
             data_dir=str(where),
         )
     deadline = asyncio.get_running_loop().time() + start_timeout
-    join = _in_daemon_thread(functools.partial(_join, data_dir), name="embedded-postgres-start")
+    join = _in_daemon_thread(
+        functools.partial(_join, data_dir, start_timeout), name="embedded-postgres-start"
+    )
     try:
         async with asyncio.timeout_at(deadline):
             joined = await asyncio.shield(join)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import importlib
 import os
 import pathlib
+import subprocess
 import sys
+import time
+from typing import Any
 
 import asyncpg
 import pytest
 
 from taskflow.db.embedded import embedded_postgres
+from tests.integration.service import stop_leftover_servers
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -193,3 +198,34 @@ async def test_a_start_that_hangs_fails_in_time_and_does_not_hold_up_the_exit(
         output.decode()
     )
     assert not postmaster_running(tmp_path / "pg")
+
+
+async def test_a_server_slower_than_pg_ctl_allows_is_waited_for(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The package kills `pg_ctl start` after 10 s but not the server it launched. Here pg_ctl
+    # gives up at once (-W: no wait), as it does on a machine too loaded to start in 10 s.
+    postgres_server = importlib.import_module("embedded_postgres.postgres_server")
+    real_pg_ctl = postgres_server.pg_ctl
+
+    def impatient_pg_ctl(args: list[str], **kwargs: Any) -> str:
+        if "start" not in args:
+            return str(real_pg_ctl(args, **kwargs))
+        real_pg_ctl(["-W" if arg == "-w" else arg for arg in args], **kwargs)
+        server_log = pathlib.Path(args[args.index("-l") + 1])
+        for _ in range(100):  # after 10 s the launched server has long opened its log
+            if server_log.exists():
+                break
+            time.sleep(0.1)
+        raise subprocess.TimeoutExpired("pg_ctl", 10)
+
+    monkeypatch.setattr(postgres_server, "pg_ctl", impatient_pg_ctl)
+    pgdata = tmp_path / "pg"
+    try:
+        async with embedded_postgres(pgdata) as dsn:
+            conn = await asyncpg.connect(dsn)
+            assert await conn.fetchval("SELECT current_database()") == "taskflow"
+            await conn.close()
+        await assert_stopped(pgdata, dsn)
+    finally:
+        stop_leftover_servers(pgdata)  # the server a failed start launched
