@@ -85,6 +85,9 @@ async def test_serve_without_database_url_keeps_tasks_in_an_embedded_postgres(
     ready = await first.wait_ready(http)
     assert ready["status"] == "ready"
     assert ready["database"] == {"mode": "embedded", "ok": True}
+    # No broker answers on AMQP_URL: HTTP-only, and the consumer (if any) says it waits, once.
+    assert ready["amqp"]["state"] != "consuming"
+    assert len([e for e in first.events() if "broker" in e["event"].lower()]) <= 1
     assert first.event(IN_USE)["data_dir"] == str(pgdata)
     started = first.event("embedded PostgreSQL started")
     assert started["data_dir"] == str(pgdata)
