@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -74,6 +77,23 @@ def stop_leftover_servers(data_dir: pathlib.Path) -> None:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
     psutil.wait_procs(leftovers, timeout=30)
+
+
+@contextlib.contextmanager
+def private_data_dir() -> Iterator[pathlib.Path]:
+    """A path for a data directory (not created) in a folder of its own under the system temp.
+
+    Not under pytest's tmp_path: run as root, the package makes the data directory's parents
+    traversable for its server user, and every pytest session run as root resets
+    /tmp/pytest-of-root to 0700, so a concurrent one cuts that user off in mid-start.
+    Whatever server is left running on the directory is stopped, and the folder removed.
+    """
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="taskflow-embedded-"))
+    try:
+        yield folder / "pg"
+    finally:
+        stop_leftover_servers(folder / "pg")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Service:

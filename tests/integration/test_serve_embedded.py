@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +18,8 @@ from aiohttp import ClientSession, ClientTimeout
 from tests.integration.service import (
     Service,
     postgres_processes,
+    private_data_dir,
     service_env,
-    stop_leftover_servers,
 )
 
 IN_USE = "DATABASE_URL is not set: using an embedded PostgreSQL"
@@ -34,11 +34,18 @@ async def http() -> AsyncIterator[ClientSession]:
 
 
 @pytest.fixture
-async def start_service(tmp_path: pathlib.Path) -> AsyncIterator[StartService]:
-    """Start `taskflow serve` processes in tmp_path (data directory: tmp_path / "pg").
+def pgdata() -> Iterator[pathlib.Path]:
+    """Where this test's embedded server keeps its data (see `private_data_dir`)."""
+    with private_data_dir() as path:
+        yield path
 
-    Whatever a failed test leaves running, the processes and the server, is stopped.
-    """
+
+@pytest.fixture
+async def start_service(
+    tmp_path: pathlib.Path, pgdata: pathlib.Path
+) -> AsyncIterator[StartService]:
+    """Start `taskflow serve` processes in tmp_path; whatever a failed test leaves running is
+    stopped (the processes here, a server on pgdata by `private_data_dir`)."""
     started: list[Service] = []
 
     async def start(env: dict[str, str]) -> Service:
@@ -49,7 +56,6 @@ async def start_service(tmp_path: pathlib.Path) -> AsyncIterator[StartService]:
     yield start
     for service in started:
         await service.close()
-    stop_leftover_servers(tmp_path / "pg")
 
 
 async def create_task(http: ClientSession, service: Service, title: str) -> dict[str, Any]:
@@ -76,9 +82,8 @@ async def wait_terminal(http: ClientSession, service: Service, task_id: str) -> 
 
 
 async def test_serve_without_database_url_keeps_tasks_in_an_embedded_postgres(
-    tmp_path: pathlib.Path, http: ClientSession, start_service: StartService
+    pgdata: pathlib.Path, http: ClientSession, start_service: StartService
 ) -> None:
-    pgdata = tmp_path / "pg"
     env = service_env(pgdata)
 
     first = await start_service(env)
@@ -112,9 +117,8 @@ async def test_serve_without_database_url_keeps_tasks_in_an_embedded_postgres(
 
 
 async def test_two_instances_on_one_data_dir_share_the_server_and_the_work(
-    tmp_path: pathlib.Path, http: ClientSession, start_service: StartService
+    pgdata: pathlib.Path, http: ClientSession, start_service: StartService
 ) -> None:
-    pgdata = tmp_path / "pg"
     a, b = await asyncio.gather(
         start_service(service_env(pgdata)), start_service(service_env(pgdata))
     )
@@ -149,9 +153,8 @@ async def test_two_instances_on_one_data_dir_share_the_server_and_the_work(
 
 
 async def test_with_database_url_no_embedded_server_is_started(
-    tmp_path: pathlib.Path, http: ClientSession, start_service: StartService, db_url: str
+    pgdata: pathlib.Path, http: ClientSession, start_service: StartService, db_url: str
 ) -> None:
-    pgdata = tmp_path / "pg"
     service = await start_service(service_env(pgdata, DATABASE_URL=db_url))
     ready = await service.wait_ready(http)
     assert ready["database"] == {"mode": "external", "ok": True}
@@ -159,22 +162,26 @@ async def test_with_database_url_no_embedded_server_is_started(
     assert (await wait_terminal(http, service, task["id"]))["status"] == "completed"
     assert await service.stop() == 0, service.output
 
-    assert not pgdata.exists(), "no data directory is created"
+    assert not await asyncio.to_thread(pgdata.exists), "no data directory is created"
     assert not postgres_processes(pgdata)
     assert not [e for e in service.events() if "embedded" in e["event"].lower()]
 
 
-@pytest.mark.parametrize("kind", ["non-empty directory", "file"])
-async def test_a_failed_embedded_start_stops_serve_with_one_clear_line(
-    tmp_path: pathlib.Path, start_service: StartService, kind: str
-) -> None:
-    pgdata = tmp_path / "pg"
-    if kind == "file":
+@pytest.fixture(params=["non-empty directory", "file"])
+def occupied(request: pytest.FixtureRequest, pgdata: pathlib.Path) -> pathlib.Path:
+    """A TASKFLOW_DATA_DIR that already holds something else."""
+    if request.param == "file":
         pgdata.write_text("not a database")
     else:
         pgdata.mkdir()
         (pgdata / "notes.txt").write_text("not a database")
+    return pgdata
 
+
+async def test_a_failed_embedded_start_stops_serve_with_one_clear_line(
+    occupied: pathlib.Path, start_service: StartService
+) -> None:
+    pgdata = occupied
     service = await start_service(service_env(pgdata))
     assert await service.wait_exit() == 1, service.output
 
@@ -190,9 +197,8 @@ async def test_a_failed_embedded_start_stops_serve_with_one_clear_line(
 
 
 async def test_sigterm_while_the_embedded_server_starts_leaves_none_running(
-    tmp_path: pathlib.Path, start_service: StartService
+    pgdata: pathlib.Path, start_service: StartService
 ) -> None:
-    pgdata = tmp_path / "pg"
     service = await start_service(service_env(pgdata))
     async with asyncio.timeout(60):
         while not service.events(IN_USE):
