@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint check-containers format clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Static checks of the container files (no Docker engine needed): Debian's docker-compose
+# parses the compose file, hadolint (pinned in the test extras) lints the Dockerfile.
+check-containers: install
+	docker-compose -f docker-compose.yml config -q
+	$(BIN)/hadolint Dockerfile
 
 format: install
 	$(BIN)/ruff check --fix .

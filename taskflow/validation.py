@@ -69,7 +69,8 @@ def unstorable(value: Any) -> str | None:
     return None
 
 
-def _storable(value: Any) -> None:
+def storable(value: Any) -> None:
+    """A marshmallow validator: refuse strings PostgreSQL cannot store."""
     problem = unstorable(value)
     if problem:
         raise ma.ValidationError(f"Contains a {problem}, which cannot be stored.")
@@ -78,7 +79,7 @@ def _storable(value: Any) -> None:
 def _payload_size(value: dict[str, Any]) -> None:
     try:
         size = len(orjson.dumps(value))
-    except (TypeError, orjson.JSONEncodeError):  # a lone surrogate, reported by _storable
+    except (TypeError, orjson.JSONEncodeError):  # a lone surrogate, reported by storable
         return
     if size > PAYLOAD_MAX_BYTES:
         raise ma.ValidationError(
@@ -94,13 +95,13 @@ class TaskCreateSchema(ma.Schema):
 
     title = ma.fields.String(
         required=True,
-        validate=[ma.validate.Length(min=1, max=TITLE_MAX), _storable],
+        validate=[ma.validate.Length(min=1, max=TITLE_MAX), storable],
         metadata={"description": "What the task is, 1 to 200 characters.", "example": "resize"},
     )
     description = ma.fields.String(
         allow_none=True,
         load_default=None,
-        validate=[ma.validate.Length(max=DESCRIPTION_MAX), _storable],
+        validate=[ma.validate.Length(max=DESCRIPTION_MAX), storable],
         metadata={
             "description": "Free text, up to 10,000 characters.",
             "example": "Resize the uploaded image",
@@ -109,7 +110,7 @@ class TaskCreateSchema(ma.Schema):
     payload = ma.fields.Dict(
         keys=ma.fields.String(),
         load_default=dict,
-        validate=[_storable, _payload_size],
+        validate=[storable, _payload_size],
         metadata={
             "description": "Any JSON object, at most 64 KiB encoded.",
             "example": {"w": 100, "h": 80},

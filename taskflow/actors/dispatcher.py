@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import structlog
 
 from taskflow.actors.ports import PipelineStore
-from taskflow.errors import TaskflowError
+from taskflow.errors import StoreUnavailable, TaskflowError
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Task
 
@@ -90,6 +90,7 @@ class Dispatcher:
                     claims += await self._claim(room)
                     last_poll, polled = loop.time(), True
             except TaskflowError as exc:
+                self._metrics.db_up.set(0 if isinstance(exc, StoreUnavailable) else 1)
                 log.warning("claim failed, retrying", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

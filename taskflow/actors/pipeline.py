@@ -97,18 +97,21 @@ class Pipeline:
     def start(self, extra: Mapping[str, Coroutine[Any, Any, None]] | None = None) -> None:
         """Start every actor (and the `extra` loops, by name) as supervised named tasks."""
         create = asyncio.create_task
-        self._tasks = [
-            *(create(coro, name=name) for name, coro in (extra or {}).items()),
-            create(self.intake.run(), name="intake"),
-            create(self.dispatcher.run(), name="dispatcher"),
-            create(self.writer.run(), name="status-writer"),
-            create(self.lease_keeper.run(), name="lease-keeper"),
-        ]
-        self._processor_tasks = [
-            create(self.processors.run(i), name=f"processor-{i}")
-            for i in range(self.processors.size)
-        ]
-        self._monitor = create(self._supervise(), name="pipeline-monitor")
+        # Every event an actor logs names this instance, the `lease_owner` of its claims,
+        # so one task can be followed across instances (tasks copy the context they start in).
+        with structlog.contextvars.bound_contextvars(instance=self.owner):
+            self._tasks = [
+                *(create(coro, name=name) for name, coro in (extra or {}).items()),
+                create(self.intake.run(), name="intake"),
+                create(self.dispatcher.run(), name="dispatcher"),
+                create(self.writer.run(), name="status-writer"),
+                create(self.lease_keeper.run(), name="lease-keeper"),
+            ]
+            self._processor_tasks = [
+                create(self.processors.run(i), name=f"processor-{i}")
+                for i in range(self.processors.size)
+            ]
+            self._monitor = create(self._supervise(), name="pipeline-monitor")
         log.info("pipeline started", owner=self.owner, processors=self.processors.size)
 
     async def _supervise(self) -> None:

@@ -121,7 +121,10 @@ UPDATE tasks SET lease_expires_at = now() - interval '1 microsecond'
 WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress';
 
 -- name: status_counts
-SELECT status, count(*) AS n FROM tasks GROUP BY status;
+-- One index-only count per status (tasks_status_newest_idx), never a scan of the table:
+-- a GROUP BY over all rows would be planned as a (parallel) sequential scan.
+SELECT s.status, (SELECT count(*) FROM tasks t WHERE t.status = s.status) AS n
+FROM unnest(ARRAY['new', 'in_progress', 'completed', 'failed']) AS s(status);
 
 -- name: oldest_new
 SELECT min(created_at) FROM tasks WHERE status = 'new';

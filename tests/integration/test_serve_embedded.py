@@ -23,6 +23,7 @@ from tests.integration.service import (
 )
 
 IN_USE = "DATABASE_URL is not set: using an embedded PostgreSQL"
+WAITING_FOR_BROKER = "waiting for RabbitMQ; HTTP intake works meanwhile"
 StartService = Callable[[dict[str, str]], Awaitable[Service]]
 
 
@@ -90,9 +91,8 @@ async def test_serve_without_database_url_keeps_tasks_in_an_embedded_postgres(
     ready = await first.wait_ready(http)
     assert ready["status"] == "ready"
     assert ready["database"] == {"mode": "embedded", "ok": True}
-    # No broker answers on AMQP_URL: HTTP-only, and the consumer (if any) says it waits, once.
-    assert ready["amqp"]["state"] != "consuming"
-    assert len([e for e in first.events() if "broker" in e["event"].lower()]) <= 1
+    # No broker answers on AMQP_URL: the service is ready and serves HTTP alone.
+    assert ready["amqp"]["state"] in ("connecting", "disconnected")
     assert first.event(IN_USE)["data_dir"] == str(pgdata)
     started = first.event("embedded PostgreSQL started")
     assert started["data_dir"] == str(pgdata)
@@ -104,6 +104,7 @@ async def test_serve_without_database_url_keeps_tasks_in_an_embedded_postgres(
     assert done["attempts"] == 1
 
     assert await first.stop() == 0, first.output
+    assert first.event(WAITING_FOR_BROKER)["level"] == "warning"  # once, not per attempt
     assert first.event("embedded PostgreSQL stopped")["data_dir"] == str(pgdata)
     assert not postgres_processes(pgdata), "the server stopped with its only user"
     assert not (pgdata / "postmaster.pid").exists()
