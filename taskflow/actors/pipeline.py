@@ -23,9 +23,12 @@ from taskflow.actors.status_writer import StatusWriter
 from taskflow.config import Settings
 from taskflow.errors import TaskflowError
 from taskflow.metrics import Metrics
-from taskflow.models import NewTask
+from taskflow.models import Claim, NewTask
 
 log = structlog.get_logger(__name__)
+
+# How long stop() waits for cancelled actors to end: a bound, not an expected duration.
+STOP_TIMEOUT_S = 10.0
 
 
 class Pipeline:
@@ -81,6 +84,7 @@ class Pipeline:
         self.failure: BaseException | None = None
         self._stopping = False
         self._grace_ends: float | None = None
+        self._unstarted: list[Claim] = []
 
     def _running(self) -> Collection[uuid.UUID]:
         return self.processors.in_flight.keys()
@@ -143,27 +147,32 @@ class Pipeline:
         self._grace_ends = asyncio.get_running_loop().time() + grace_s
         self.intake.accepting = False
         log.info("shutdown begun: intake stopped", grace_s=grace_s)
-        await self.dispatcher.stop_claiming()
+        self._unstarted = await self.dispatcher.stop(timeout=max(grace_s, 1.0))
 
     async def stop(self, grace_s: float) -> None:
         """Drain: stop intake, let attempts finish for `grace_s`, hand back the rest, flush.
 
         The grace period counts from `begin_shutdown()`. Queued creates are still
         written; tasks created but not claimed stay `new` for any instance to take.
+        Attempts still working when it ends are abandoned and handed back (their lease
+        ends now); outcomes already produced are committed first.
         """
         self._stopping = True
         await self.begin_shutdown(grace_s)
+        assert self._grace_ends is not None
         log.info("pipeline stopping", grace_s=grace_s)
         await self.intake.drain(timeout=max(grace_s, 1.0))
-        unstarted = self.dispatcher.drain_unstarted()
-        assert self._grace_ends is not None
+        unstarted = self._unstarted + self.dispatcher.drain_unstarted()
         left_s = max(self._grace_ends - asyncio.get_running_loop().time(), 0.0)
         finished = await self.processors.wait_idle(left_s)
-        running = list(self.processors.in_flight)
+        self.processors.abandon()
+        if not await self.processors.wait_idle(max(grace_s, 1.0)):
+            log.warning("outcomes not committed in time; their attempts are handed back")
+        running = [c.task_id for c in self.processors.abandoned]
+        running += list(self.processors.in_flight)
         for task in self._processor_tasks:
             task.cancel()
         await asyncio.gather(*self._processor_tasks, return_exceptions=True)
-        # Outcomes already handed to the writer are committed before anything is released.
         await self.writer.drain(timeout=max(grace_s, 1.0))
         handed_back: set[uuid.UUID] = set()
         if unstarted or running:
@@ -175,11 +184,11 @@ class Pipeline:
                 log.warning(
                     "could not hand attempts back; their leases will run out", error=str(exc)
                 )
-        for task in self._tasks:
+        everything = [*self._tasks, *([self._monitor] if self._monitor else [])]
+        for task in everything:
             task.cancel()
-        if self._monitor is not None:
-            self._monitor.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._monitor is not None:
-            await asyncio.gather(self._monitor, return_exceptions=True)
+        if everything:
+            _, stuck = await asyncio.wait(everything, timeout=STOP_TIMEOUT_S)
+            if stuck:
+                log.error("actors ignored cancellation", actors=[t.get_name() for t in stuck])
         log.info("pipeline stopped", all_finished=finished, handed_back=len(handed_back))

@@ -3,11 +3,16 @@
 An attempt is already `in_progress` in PostgreSQL when a processor gets it (the claim
 wrote that). The processor waits a random time, picks the outcome, and waits for the
 status writer to commit it. Each step is logged with the task id, attempt and source.
+
+At shutdown, `abandon()` ends the work of every attempt still working (the pipeline hands
+them back); an attempt whose outcome is already with the status writer is not cut short,
+so every outcome that gets committed is also logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import Callable
@@ -46,10 +51,12 @@ class ProcessorPool:
         self._failure_rate = failure_rate
         self._on_done = on_done
         self._rng = rng or random.Random()
-        # The newest attempt this instance runs of each task: what the lease keeper renews
-        # and what a shutdown hands back. The dispatcher never claims one of these again,
-        # but should two attempts of a task meet here, the older must not evict the newer.
+        # The latest attempt of each task running here: what the lease keeper renews.
+        # The dispatcher never claims a task listed here again, but should two attempts
+        # of a task meet anyway, the older one must not evict the newer one's entry.
         self.in_flight: dict[uuid.UUID, Claim] = {}
+        self.abandoned: list[Claim] = []
+        self._abandon = asyncio.Event()
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -65,9 +72,9 @@ class ProcessorPool:
             try:
                 await self._attempt(claim, index)
             finally:
+                self._busy -= 1
                 if self.in_flight.get(claim.task_id) is claim:
                     del self.in_flight[claim.task_id]
-                self._busy -= 1
                 if self._busy == 0:
                     self._idle.set()
                 self._on_done()
@@ -85,7 +92,13 @@ class ProcessorPool:
             low, high = self._work
             work_s = self._rng.uniform(low, high) if high > 0 else 0.0
             if work_s > 0:
-                await asyncio.sleep(work_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(work_s):
+                        await self._abandon.wait()
+            if self._abandon.is_set():
+                self.abandoned.append(claim)
+                log.info("attempt abandoned at shutdown, to be handed back")
+                return
             if self._rng.random() < self._failure_rate:
                 outcome = Outcome(claim, Status.FAILED, error="emulated processing failure")
             else:
@@ -108,6 +121,14 @@ class ProcessorPool:
                     "outcome fenced off: another attempt holds the task",
                     status=outcome.status.value,
                 )
+
+    def abandon(self) -> None:
+        """End the work of every attempt still working, now and from now on.
+
+        Their claims go to `abandoned`, with no outcome; attempts waiting for their
+        outcome's commit carry on.
+        """
+        self._abandon.set()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait (at most `timeout`) until no attempt is running; True when idle."""

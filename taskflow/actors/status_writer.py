@@ -98,9 +98,9 @@ class StatusWriter:
             self._resolve(live, written)
             return
 
-    def _resolve(self, live: list[_Request], written: set[uuid.UUID]) -> None:
+    def _resolve(self, live: list[_Request], written: set[tuple[uuid.UUID, int]]) -> None:
         for outcome, fut in live:
-            ok = outcome.claim.task_id in written
+            ok = (outcome.claim.task_id, outcome.claim.attempt) in written
             if ok:
                 self._metrics.status_changes.labels(outcome.status.value).inc()
             else:

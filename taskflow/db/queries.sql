@@ -116,9 +116,11 @@ SELECT id, attempts, source, false AS recovered FROM claimed;
 
 -- name: finish_tasks
 -- Writes a batch of outcomes. Fenced: a row changes only while owner $6 still holds the
--- attempt named in the batch. Returns the ids written, and the ids whose attempt is already
--- terminal: only the holder of an attempt can finish it, so that is this writer's own
--- earlier try, committed although its answer was lost (a retry after a cut connection).
+-- attempt named in the batch; the (id, attempt) pairs written are returned (a batch may
+-- hold a stale and a current attempt of one task). Also returned: the pairs whose attempt
+-- is already terminal. Only the holder of an attempt can finish it, so that is this
+-- writer's own earlier try, committed although its answer was lost (a retry after a cut
+-- connection): it counts as written and is not written twice.
 WITH data AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
         AS d(id, attempt, status, result, error)
@@ -135,9 +137,9 @@ WITH data AS (
     INSERT INTO task_events (task_id, status, attempt, at)
     SELECT id, status, attempts, finished_at FROM finished
 )
-SELECT id FROM finished
+SELECT id, attempts FROM finished
 UNION
-SELECT t.id FROM tasks t JOIN data ON t.id = data.id
+SELECT t.id, t.attempts FROM tasks t JOIN data ON t.id = data.id
 WHERE t.attempts = data.attempt AND t.status IN ('completed', 'failed');
 
 -- name: renew_leases

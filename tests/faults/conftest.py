@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import aiohttp
 import pytest
 
 from tests.conftest import AMQP_URL
-from tests.faults.proxy import TcpProxy
 from tests.faults.service import Service, clean_environment, free_port
+from tests.integration.proxy import TcpProxy
 
 
 class Fleet:
@@ -64,6 +65,7 @@ class Fleet:
         """
         for service in self.services:
             await service.kill()
+        await self._delete_queues()
         errors = []
         for n, service in enumerate(self.services):
             (self._log_dir / f"{n}-{service.name}.log").write_text(service.tail(len(service.logs)))
@@ -73,6 +75,16 @@ class Fleet:
                 if e.get("level") in ("error", "critical") or e.get("event") == "<raw>"
             ]
         assert not errors, "services logged errors:\n" + "\n".join(errors[:20])
+
+    async def _delete_queues(self) -> None:
+        """Delete the queues the services declared on the shared broker (if they did)."""
+        connection = await aio_pika.connect(AMQP_URL, timeout=30)
+        try:
+            channel = await connection.channel()
+            for name in (self.amqp_queue, f"{self.amqp_queue}.dead"):
+                await channel.queue_delete(name, timeout=30)
+        finally:
+            await connection.close()
 
 
 @pytest.fixture
@@ -97,16 +109,33 @@ async def fleet(
         await fleet.close()
 
 
+def _through(url: str, proxy: TcpProxy) -> str:
+    """`url` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    credentials, _, _ = parts.netloc.rpartition("@")
+    host = f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}" if credentials else host))
+
+
 @pytest.fixture
 async def pg_proxy(db_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
     """A TCP proxy in front of the test's PostgreSQL, and the database URL through it."""
     parts = urlsplit(db_url)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    port = await proxy.start()
-    netloc = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    proxied = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) > 1 else host))
+    await proxy.start()
     try:
-        yield proxy, proxied
+        yield proxy, _through(db_url, proxy)
     finally:
-        await proxy.close()
+        await proxy.stop()
+
+
+@pytest.fixture
+async def amqp_proxy() -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A TCP proxy in front of the test RabbitMQ, and the AMQP URL through it."""
+    parts = urlsplit(AMQP_URL)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await proxy.start()
+    try:
+        yield proxy, _through(AMQP_URL, proxy)
+    finally:
+        await proxy.stop()

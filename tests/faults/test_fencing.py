@@ -54,7 +54,7 @@ async def test_stale_attempt_cannot_finish_over_a_newer_one(store: TaskStore, db
 
     assert await store.finish([_done(first)], "instance-a") == set()
     assert await store.renew([task_id], "instance-a", 30) == set()
-    assert await store.finish([_done(second)], "instance-b") == {task_id}
+    assert await store.finish([_done(second)], "instance-b") == {(task_id, 2)}
     # Once terminal, the stale attempt is still rejected, and nothing raises.
     assert await store.finish([_done(first)], "instance-a") == set()
 
@@ -72,12 +72,23 @@ async def test_a_retried_finish_that_had_committed_counts_as_written(
     # written a second time.
     task_id = await _one_task(store)
     [(claim, _)] = await store.claim("instance-a", 30, 10)
-    assert await store.finish([_done(claim)], "instance-a") == {task_id}
+    assert await store.finish([_done(claim)], "instance-a") == {(task_id, 1)}
     failed = Outcome(claim, Status.FAILED, error="a different outcome on retry")
-    assert await store.finish([failed], "instance-a") == {task_id}
+    assert await store.finish([failed], "instance-a") == {(task_id, 1)}
     row = (await snapshot(db_url))[task_id]
     assert (row.status, row.result) == ("completed", {"attempt": 1})
     assert row.history == (("new", 0), ("in_progress", 1), ("completed", 1))
+
+
+async def test_stale_and_current_attempt_in_one_batch(store: TaskStore, db_url: str) -> None:
+    task_id = await _one_task(store)
+    [(first, _)] = await store.claim("instance-a", 30, 10)
+    await store.release([task_id], "instance-a")
+    [(second, _)] = await store.claim("instance-a", 30, 10)
+    written = await store.finish([_done(first), _done(second)], "instance-a")
+    assert written == {(task_id, 2)}
+    row = (await snapshot(db_url))[task_id]
+    assert row.history == (("new", 0), ("in_progress", 1), ("in_progress", 2), ("completed", 2))
 
 
 async def test_same_instance_attempts_are_fenced_by_attempt_number(
@@ -90,7 +101,7 @@ async def test_same_instance_attempts_are_fenced_by_attempt_number(
     assert (second.attempt, recovered) == (2, True)
 
     assert await store.finish([_done(first)], "instance-a") == set()
-    assert await store.finish([_done(second)], "instance-a") == {task_id}
+    assert await store.finish([_done(second)], "instance-a") == {(task_id, 2)}
     row = (await snapshot(db_url))[task_id]
     assert row.result == {"attempt": 2}
     assert row.history == row.expected_history()
@@ -104,7 +115,7 @@ async def test_expired_lease_without_a_newer_attempt_may_still_finish(
     task_id = await _one_task(store)
     [(first, _)] = await store.claim("instance-a", 30, 10)
     await store.release([task_id], "instance-a")
-    assert await store.finish([_done(first)], "instance-a") == {task_id}
+    assert await store.finish([_done(first)], "instance-a") == {(task_id, 1)}
     assert await store.claim("instance-b", 30, 10) == []
     row = (await snapshot(db_url))[task_id]
     assert (row.status, row.attempts) == ("completed", 1)

@@ -1,6 +1,6 @@
 """PostgreSQL outages, made with a TCP proxy between the service and PostgreSQL.
 
-While PostgreSQL is away — down (connections reset) or behind a partition (no packet
+While PostgreSQL is away — down (connections refused) or behind a partition (no packet
 comes back, only timeouts end a call) — creates answer 503 with Retry-After in bounded
 time, readiness is 503 and liveness 200, outcomes are kept and retried rather than
 dropped, and the process stays up. Once PostgreSQL is back everything resumes by itself
@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 
 from tests.faults.conftest import Fleet
-from tests.faults.proxy import CutMode, TcpProxy
 from tests.faults.service import Service
 from tests.faults.tasks import create_one, create_tasks, snapshot, wait_all_terminal, wait_counts
+from tests.integration.proxy import TcpProxy
 
 LEASE_S = 3.0
 # An answer during the outage may take the store's timeouts (pool acquire, then the
@@ -47,9 +47,9 @@ async def _creates_during_outage(session: aiohttp.ClientSession, service: Servic
     return max(await asyncio.gather(*(one(n) for n in range(5))))
 
 
-@pytest.mark.parametrize("mode", ["reset", "blackhole"])
+@pytest.mark.parametrize("mode", ["down", "partition"])
 async def test_postgres_outage_is_survived(
-    fleet: Fleet, pg_proxy: tuple[TcpProxy, str], mode: CutMode
+    fleet: Fleet, pg_proxy: tuple[TcpProxy, str], mode: str
 ) -> None:
     proxy, proxied_url = pg_proxy
     service = await fleet.start(
@@ -64,7 +64,10 @@ async def test_postgres_outage_is_survived(
     ids = await create_tasks(session, service.url, 100, concurrency=20)
     await wait_counts(fleet.db_url, 30, in_progress=50)
 
-    proxy.cut(mode)
+    if mode == "down":
+        await proxy.stop()  # connections refused, open ones cut
+    else:
+        proxy.partition()  # nothing answers
     cut_at = time.monotonic()
     create_s = await _creates_during_outage(session, service)
     ready, ready_s = await _timed_get(session, f"{service.url}/health/ready")
@@ -84,7 +87,10 @@ async def test_postgres_outage_is_survived(
     # Stay cut for longer than the lease, so that leases run out during the outage.
     await asyncio.sleep(max(cut_at + LEASE_S + 1 - time.monotonic(), 0))
     assert service.running
-    proxy.restore()
+    if mode == "down":
+        await proxy.start()
+    else:
+        proxy.heal()
     restored_at = time.monotonic()
 
     await service.wait_ready(session, 60)
@@ -123,7 +129,7 @@ async def test_partitioned_instance_is_fenced_after_takeover(
     )
     await create_tasks(fleet.session, cut_off.url, 40, concurrency=20)
     await wait_counts(fleet.db_url, 30, in_progress=20)
-    proxy.cut("blackhole")
+    proxy.partition()
     await asyncio.sleep(0.5)  # statements that got through before the cut are committed
     held = {
         i: t
@@ -137,7 +143,7 @@ async def test_partitioned_instance_is_fenced_after_takeover(
             if all(rows[i].attempts > t.attempts for i, t in held.items()):
                 break
             await asyncio.sleep(0.1)
-    proxy.restore()
+    proxy.heal()
     await wait_all_terminal(fleet.db_url, 40, 60)
     fence_event = "outcome fenced off: another attempt holds the task"
     async with asyncio.timeout(60):  # the cut-off instance's retried writes get through
@@ -170,11 +176,11 @@ async def test_partitioned_instance_is_fenced_after_takeover(
 async def test_start_up_waits_for_postgres(fleet: Fleet, pg_proxy: tuple[TcpProxy, str]) -> None:
     # Start-up needs PostgreSQL; it waits for it (up to 30 s) rather than failing at once.
     proxy, proxied_url = pg_proxy
-    proxy.cut("reset")
+    await proxy.stop()
     service = await fleet.launch("service", DATABASE_URL=proxied_url)
     await service.wait_log("PostgreSQL not reachable yet, retrying", 30)
     assert service.running
-    proxy.restore()
+    await proxy.start()
     await service.wait_ready(fleet.session, 60)
     status, body, _ = await create_one(fleet.session, service.url, "after start-up")
     assert status == 201, body

@@ -35,7 +35,7 @@ class StalledStore:
     async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
         raise NotImplementedError
 
-    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[uuid.UUID]:
+    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
         raise NotImplementedError
 
     async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
