@@ -99,8 +99,12 @@ async def test_signal_drains_hands_back_and_exits_0(fleet: Fleet, signum: signal
     finished = [i for i, n in attempts.items() if n == 1]
     handed_back = [i for i, n in attempts.items() if n == 2]
     assert len(finished) + len(handed_back) == len(attempts)
-    for task_id in finished:  # committed by the leaving instance before it exited
+    for task_id in finished:  # committed (and logged) by the leaving instance before it exited
         assert leaving.events("status changed", task_id=str(task_id), status=final[task_id].status)
+    for task_id in handed_back:
+        assert leaving.events(
+            "attempt abandoned at shutdown, to be handed back", task_id=str(task_id)
+        )
     [stopped] = leaving.events("pipeline stopped")
     assert stopped["handed_back"] == len(handed_back)
     assert finished, "no attempt finished within the grace period"
