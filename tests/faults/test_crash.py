@@ -17,7 +17,7 @@ from tests.faults.tasks import TaskRow, create_tasks, snapshot, wait_all_termina
 
 LEASE_S = 3.0
 CLAIM_INTERVAL_S = 1.0
-WORK = {"TASKFLOW_WORK_MIN_S": 1.5, "TASKFLOW_WORK_MAX_S": 3.0}
+WORK = {"TASKFLOW_WORK_MIN_S": 2.0, "TASKFLOW_WORK_MAX_S": 3.0}
 TASKS = 500
 # Recovery must take at most lease + claim interval + the last attempt's work; the rest
 # is slack for a loaded two-core machine.
