@@ -16,6 +16,8 @@ import uvloop
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from taskflow import __version__
+from taskflow.bench.options import add_arguments as add_bench_arguments
+from taskflow.bench.options import from_args as bench_options
 from taskflow.config import Settings
 from taskflow.errors import ConfigError, TaskflowError
 
@@ -34,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--via", choices=("http",), default="http")
     submit.add_argument("--url", default=None, help="service URL (default from TASKFLOW_HOST/PORT)")
     submit.add_argument("--key", default=None, help="idempotency key")
+    bench = commands.add_parser(
+        "bench",
+        help="start a service, drive it, and print rates against baselines",
+        description="Scenarios: http, amqp, drain, capacity, backlog (see the README's "
+        "Performance section). Progress on stderr, the table (or --json) on stdout.",
+    )
+    add_bench_arguments(bench)
     return parser
 
 
@@ -47,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command == "bench":
+        from taskflow.bench.runner import main as bench_main  # noqa: PLC0415
+
+        return bench_main(bench_options(args, settings.amqp_url))
     return submit(settings, args)
 
 
