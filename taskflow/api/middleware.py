@@ -99,6 +99,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].http_seconds.labels(route, request.method, str(status)).observe(
+        request.app[METRICS].http_latency(route, request.method, status).observe(
             time.perf_counter() - started
         )
