@@ -53,6 +53,8 @@ SELECT status, attempt, at FROM task_events WHERE task_id = $1 ORDER BY id;
 -- name: claim_tasks
 -- Claims up to $3 tasks for owner $1 with a lease of $2 seconds: new tasks oldest first,
 -- then tasks whose lease ran out (their holder died or stalled). Each claim is a new attempt.
+-- The UPDATE finds the picked rows by primary key (`= ANY(ARRAY(...))`): joined to the
+-- CTE instead, the planner read the whole table into a hash (O(table) per claim).
 WITH fresh AS (
     SELECT id FROM tasks WHERE status = 'new'
     ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
@@ -66,7 +68,7 @@ WITH fresh AS (
     SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
         updated_at = clock_timestamp(), lease_owner = $1,
         lease_expires_at = now() + make_interval(secs => $2)
-    FROM picked WHERE t.id = picked.id
+    WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.attempts, t.source, t.started_at, (t.attempts > 1) AS recovered
 ), events AS (
     INSERT INTO task_events (task_id, status, attempt, at)
