@@ -27,6 +27,7 @@ class BenchOptions:
     duration_s: float = 10.0
     messages: int = 20_000
     drain_tasks: int = 50_000
+    drain_processors: int = 2_000
     capacity_processors: int = 2_000
     capacity_seconds: float = 10.0
     backlog_small: int = 1_000
@@ -98,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--messages", type=_positive_int, default=d.messages)
     parser.add_argument("--drain-tasks", type=_positive_int, default=d.drain_tasks)
+    parser.add_argument(
+        "--drain-processors",
+        type=_positive_int,
+        default=d.drain_processors,
+        help="TASKFLOW_PROCESSORS of each instance in the drain scenario",
+    )
     parser.add_argument("--capacity-processors", type=_positive_int, default=d.capacity_processors)
     parser.add_argument(
         "--capacity-seconds",
@@ -117,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--processors",
         type=_positive_int,
         default=d.processors,
-        help="TASKFLOW_PROCESSORS of each instance for http, amqp, drain and backlog",
+        help="TASKFLOW_PROCESSORS of each instance for http, amqp and backlog",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -137,6 +144,7 @@ def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
         duration_s=args.duration_s,
         messages=args.messages,
         drain_tasks=args.drain_tasks,
+        drain_processors=args.drain_processors,
         capacity_processors=args.capacity_processors,
         capacity_seconds=args.capacity_seconds,
         backlog_small=args.backlog_small,

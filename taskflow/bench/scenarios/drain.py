@@ -27,7 +27,7 @@ async def run(ctx: Context) -> ScenarioResult:
     o = ctx.options
     result = ScenarioResult(
         "drain",
-        {"tasks": o.drain_tasks, "processors": o.processors, "instances": o.instances},
+        {"tasks": o.drain_tasks, "processors": o.drain_processors, "instances": o.instances},
         METRICS,
         TARGETS,
         note=f"issue's reference: pgqueuer drains about {PGQUEUER_BEST:,} no-op jobs/s here",
@@ -38,7 +38,7 @@ async def run(ctx: Context) -> ScenarioResult:
                 await process_waiting(
                     ctx,
                     db,
-                    ctx.service_config(db.url),
+                    ctx.service_config(db.url, processors=o.drain_processors),
                     o.drain_tasks,
                     f"drain {rep}/{o.repetitions}",
                 )

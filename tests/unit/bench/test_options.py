@@ -18,6 +18,7 @@ def test_defaults_run_every_scenario_three_times() -> None:
     assert o.repetitions == 3
     assert o.connections == 64
     assert o.capacity_processors == 2000
+    assert o.drain_processors == 2000
     assert (o.backlog_small, o.backlog_large) == (1000, 100_000)
     assert o.amqp_url == "amqp://from-settings/"
     assert o.url is None
