@@ -81,7 +81,11 @@ class BenchDatabase:
             await _admin(admin_url, queries()["drop_database"], name, timeout)
 
     async def insert_waiting(self, count: int) -> None:
-        """Insert `count` new tasks and their `new` history rows with COPY."""
+        """Insert `count` new tasks and their `new` history rows with COPY, then ANALYZE.
+
+        ANALYZE gives the planner the statistics autovacuum would have gathered by the
+        time a real backlog of that size is processed.
+        """
         for start in range(0, count, COPY_CHUNK):
             ids = [uuid.uuid4() for _ in range(min(COPY_CHUNK, count - start))]
             async with self._conn.transaction():
@@ -95,6 +99,7 @@ class BenchDatabase:
                     records=[(i, "new", 0) for i in ids],
                     columns=["task_id", "status", "attempt"],
                 )
+        await self._conn.execute(self._q["analyze"])
 
     async def progress(self) -> tuple[int, int]:
         """(tasks, terminal tasks)."""

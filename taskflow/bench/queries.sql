@@ -7,6 +7,9 @@ CREATE DATABASE {database};
 -- name: drop_database
 DROP DATABASE IF EXISTS {database} WITH (FORCE);
 
+-- name: analyze
+ANALYZE tasks, task_events;
+
 -- name: progress
 -- How many tasks exist and how many are terminal.
 SELECT count(*) AS total,
