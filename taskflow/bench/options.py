@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from taskflow.config import LOG_LEVELS
+
 SCENARIOS = ("http", "amqp", "drain", "capacity", "backlog")
 CLIENTS = ("auto", "aiohttp", "wrk")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -34,6 +36,7 @@ class BenchOptions:
     backlog_large: int = 100_000
     backlog_seconds: float = 8.0
     processors: int = 100
+    log_level: str = "warning"
     progress: bool = True
 
 
@@ -126,6 +129,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.processors,
         help="TASKFLOW_PROCESSORS of each instance for http, amqp and backlog",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=d.log_level,
+        help="TASKFLOW_LOG_LEVEL of the service (info logs every status change)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -151,5 +160,6 @@ def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
         backlog_large=args.backlog_large,
         backlog_seconds=args.backlog_seconds,
         processors=args.processors,
+        log_level=args.log_level,
         progress=args.progress,
     )

@@ -186,7 +186,11 @@ def render_table(report: Report) -> str:
     env = report.environment
     out.append(
         "Machine: "
-        + ", ".join(f"{k} {v}" for k, v in env.items() if k in ("cpus", "load_before", "client"))
+        + ", ".join(
+            f"{k} {v}"
+            for k, v in env.items()
+            if k in ("cpus", "load_before", "client", "service_log_level")
+        )
     )
     out.append("Parameters and notes:")
     out.extend(notes)

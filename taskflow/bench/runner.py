@@ -55,6 +55,7 @@ async def environment(options: BenchOptions, client: str) -> dict[str, object]:
         "load_before": f"{load[0]:.2f}",
         "client": client,
         "instances": options.instances,
+        "service_log_level": options.log_level,
     }
 
 

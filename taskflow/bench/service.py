@@ -62,6 +62,7 @@ class ServiceConfig:
     processors: int = 100
     work_s: float = 0.0
     queue_size: int = 10_000
+    log_level: str = "warning"
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def environment(self, port: int) -> dict[str, str]:
@@ -79,7 +80,7 @@ class ServiceConfig:
             "TASKFLOW_WORK_MAX_S": str(self.work_s),
             "TASKFLOW_FAILURE_RATE": "0",
             "TASKFLOW_LOG_FORMAT": "json",
-            "TASKFLOW_LOG_LEVEL": "warning",
+            "TASKFLOW_LOG_LEVEL": self.log_level,
             "TASKFLOW_SHUTDOWN_GRACE_S": "5",
             **self.extra_env,
         }

@@ -30,6 +30,7 @@ class Context:
             amqp_url=self.options.amqp_url,
             amqp_queue=f"taskflow-bench-{uuid.uuid4().hex[:12]}",
             processors=self.options.processors,
+            log_level=self.options.log_level,
         )
         return replace(config, **overrides)  # type: ignore[arg-type]
 

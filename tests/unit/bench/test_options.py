@@ -22,6 +22,7 @@ def test_defaults_run_every_scenario_three_times() -> None:
     assert (o.backlog_small, o.backlog_large) == (1000, 100_000)
     assert o.amqp_url == "amqp://from-settings/"
     assert o.url is None
+    assert o.log_level == "warning"
     assert not o.json
 
 
@@ -33,9 +34,10 @@ def test_options_are_read() -> None:
     o = _options(
         "http", "-r", "5", "-c", "8", "-d", "2.5", "--json", "--instances", "2",
         "--client", "aiohttp", "--url", "http://127.0.0.1:9/", "--amqp-url", "amqp://x/",
-        "--no-progress",
+        "--no-progress", "--log-level", "info",
     )  # fmt: skip
     assert (o.repetitions, o.connections, o.duration_s, o.instances) == (5, 8, 2.5, 2)
+    assert o.log_level == "info"
     assert (o.client, o.url, o.amqp_url, o.json, o.progress) == (
         "aiohttp",
         "http://127.0.0.1:9/",
