@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -75,6 +76,7 @@ def serve(settings: Settings) -> int:
         signal.raise_signal(signal.SIGTERM)
 
     app = create_app(settings, on_failure=stop_on_failure)
+    tune_gc()
     try:
         web.run_app(
             app,
@@ -93,6 +95,18 @@ def serve(settings: Settings) -> int:
         return 1
     log.info("taskflow stopped")
     return 0
+
+
+def tune_gc() -> None:
+    """Fewer garbage collections for a process that allocates per request.
+
+    CPython's default (a young collection every 700 allocations) runs hundreds of
+    times a second under load, and each pause adds to the latency of every request in
+    flight. Every 50,000 allocations instead: the p99 of `POST /tasks` at 64
+    connections went from about 36 to 28 ms in the bench (creates/s within the noise);
+    the memory cost is a few MB. (`gc.freeze()` at start-up was tried: no gain.)
+    """
+    gc.set_threshold(50_000, 50, 100)
 
 
 def submit(settings: Settings, args: argparse.Namespace) -> int:
