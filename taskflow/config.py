@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,20 +23,22 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 T = TypeVar("T")
 
+# libpq and asyncpg also take the password as a query parameter.
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
 
 def mask_url(url: str | None) -> str | None:
-    """Return `url` with its password replaced by `***`, for logs."""
+    """Return `url` with its password (in the user part or a `password=` query) as `***`."""
     if not url:
         return url
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +147,12 @@ class _Reader:
         try:
             parts = urlsplit(raw)
             parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            raise ConfigError(f"{name} is not a valid URL: {exc}") from None
+        except ValueError:
+            # urllib's message may quote a piece of the password: do not repeat it.
+            raise ConfigError(
+                f"{name} is not a valid URL: bad host or port "
+                "(characters such as / @ : in the password must be percent-encoded)"
+            ) from None
         if parts.scheme not in schemes:
             raise ConfigError(
                 f"{name} must start with {' or '.join(s + '://' for s in schemes)}, "

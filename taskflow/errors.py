@@ -78,3 +78,13 @@ class StoreError(TaskflowError):
     """PostgreSQL answered with an error that is not about reachability."""
 
     code = "database_error"
+
+
+class EmbeddedDatabaseError(TaskflowError):
+    """The embedded PostgreSQL (used while DATABASE_URL is unset) could not start, join or stop.
+
+    Raised before the service accepts anything, so it never reaches an HTTP response:
+    `taskflow serve` logs its message as one line and exits 1.
+    """
+
+    code = "embedded_database_error"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from taskflow.actors.pipeline import Pipeline
@@ -16,3 +18,4 @@ STORE = web.AppKey("store", TaskStore)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 CONSUMER_STATE = web.AppKey("consumer_state", ConsumerState)
 DATABASE_MODE = web.AppKey("database_mode", str)
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

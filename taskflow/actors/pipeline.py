@@ -28,6 +28,9 @@ from taskflow.models import NewTask
 
 log = structlog.get_logger(__name__)
 
+# How long stop() waits for cancelled actors to end: a bound, not an expected duration.
+STOP_TIMEOUT_S = 10.0
+
 
 class Pipeline:
     """Intake → dispatcher → processors → status writer, for one instance (`owner`)."""
@@ -97,18 +100,21 @@ class Pipeline:
     def start(self, extra: Mapping[str, Coroutine[Any, Any, None]] | None = None) -> None:
         """Start every actor (and the `extra` loops, by name) as supervised named tasks."""
         create = asyncio.create_task
-        self._tasks = [
-            *(create(coro, name=name) for name, coro in (extra or {}).items()),
-            create(self.intake.run(), name="intake"),
-            create(self.dispatcher.run(), name="dispatcher"),
-            create(self.writer.run(), name="status-writer"),
-            create(self.lease_keeper.run(), name="lease-keeper"),
-        ]
-        self._processor_tasks = [
-            create(self.processors.run(i), name=f"processor-{i}")
-            for i in range(self.processors.size)
-        ]
-        self._monitor = create(self._supervise(), name="pipeline-monitor")
+        # Every event an actor logs names this instance, the `lease_owner` of its claims,
+        # so one task can be followed across instances (tasks copy the context they start in).
+        with structlog.contextvars.bound_contextvars(instance=self.owner):
+            self._tasks = [
+                *(create(coro, name=name) for name, coro in (extra or {}).items()),
+                create(self.intake.run(), name="intake"),
+                create(self.dispatcher.run(), name="dispatcher"),
+                create(self.writer.run(), name="status-writer"),
+                create(self.lease_keeper.run(), name="lease-keeper"),
+            ]
+            self._processor_tasks = [
+                create(self.processors.run(i), name=f"processor-{i}")
+                for i in range(self.processors.size)
+            ]
+            self._monitor = create(self._supervise(), name="pipeline-monitor")
         log.info("pipeline started", owner=self.owner, processors=self.processors.size)
 
     async def _supervise(self) -> None:
@@ -130,7 +136,7 @@ class Pipeline:
         self._stopping = True
         log.info("pipeline stopping", grace_s=grace_s)
         await self.intake.drain(timeout=max(grace_s, 1.0))
-        unstarted = self.dispatcher.drain_unstarted()
+        unstarted = await self.dispatcher.stop(timeout=max(grace_s, 1.0))
         finished = await self.processors.wait_idle(grace_s)
         running = list(self.processors.in_flight)
         for task in self._processor_tasks:
@@ -141,11 +147,11 @@ class Pipeline:
         if handed_back:
             with contextlib.suppress(TaskflowError):
                 await self._store.release(handed_back, self.owner)
-        for task in self._tasks:
+        everything = [*self._tasks, *([self._monitor] if self._monitor else [])]
+        for task in everything:
             task.cancel()
-        if self._monitor is not None:
-            self._monitor.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._monitor is not None:
-            await asyncio.gather(self._monitor, return_exceptions=True)
+        if everything:
+            _, stuck = await asyncio.wait(everything, timeout=STOP_TIMEOUT_S)
+            if stuck:
+                log.error("actors ignored cancellation", actors=[t.get_name() for t in stuck])
         log.info("pipeline stopped", all_finished=finished, handed_back=len(handed_back))

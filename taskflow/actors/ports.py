@@ -22,8 +22,8 @@ class PipelineStore(Protocol):
     async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
         """Claim tasks just created, if still new."""
 
-    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[uuid.UUID]:
-        """Write outcomes, fenced by owner and attempt."""
+    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
+        """Write outcomes, fenced by owner and attempt; return the (id, attempt) written."""
 
     async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
         """Extend leases."""

@@ -36,7 +36,13 @@ class _Slot:
 
 
 class ProcessorPool:
-    """`size` processors sharing one bounded inbox of claims."""
+    """`size` processors sharing one bounded inbox of claims.
+
+    `on_done` is called once per attempt, as soon as its processor can take another
+    claim: when the outcome is handed to the status writer (or the attempt ended some
+    other way). The attempt stays in `in_flight`, and the pool not idle, until the
+    outcome is committed.
+    """
 
     def __init__(
         self,
@@ -64,10 +70,13 @@ class ProcessorPool:
             status: metrics.processing_seconds.labels(status.value)
             for status in (Status.COMPLETED, Status.FAILED)
         }
+        # The latest attempt of each task running here. After an outage longer than the
+        # lease, this instance may claim a task it still runs: two attempts, one entry.
         self.in_flight: dict[uuid.UUID, Claim] = {}
+        self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        metrics.processors_busy.set_function(lambda: len(self.in_flight))
+        metrics.processors_busy.set_function(lambda: self._busy)
 
     async def run(self, index: int) -> None:
         """The loop of processor number `index`: one attempt after another, until cancelled."""
@@ -77,13 +86,16 @@ class ProcessorPool:
         while True:
             claim = await self._inbox.get()
             self.in_flight[claim.task_id] = claim
+            self._busy += 1
             self._idle.clear()
             slot = _Slot(self._on_done)
             try:
                 await self._attempt(claim, slot)
             finally:
-                del self.in_flight[claim.task_id]
-                if not self.in_flight:
+                self._busy -= 1
+                if self.in_flight.get(claim.task_id) is claim:
+                    del self.in_flight[claim.task_id]
+                if self._busy == 0:
                     self._idle.set()
                 slot.free()
 

@@ -99,11 +99,11 @@ class StatusWriter:
             self._resolve(live, written)
             return
 
-    def _resolve(self, live: list[_Request], written: set[uuid.UUID]) -> None:
+    def _resolve(self, live: list[_Request], written: set[tuple[uuid.UUID, int]]) -> None:
         changes: Counter[str] = Counter()
         fenced = 0
         for outcome, fut in live:
-            ok = outcome.claim.task_id in written
+            ok = (outcome.claim.task_id, outcome.claim.attempt) in written
             if ok:
                 changes[outcome.status.value] += 1
             else:

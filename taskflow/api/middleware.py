@@ -31,6 +31,10 @@ _STATUS: dict[type[errors.TaskflowError], int] = {
 }
 _RETRY_AFTER = {errors.Overloaded: "1", errors.StoreUnavailable: "5"}
 
+# Methods are labels as they are; any other token a client sends counts as "other", so
+# nobody can grow the number of series by inventing methods.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -62,6 +66,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         retry = _RETRY_AFTER.get(type(exc))
         if status >= 500:
             log.warning("request failed", path=request.path, code=exc.code, error=exc.message)
+        if status == 500:  # not the client's doing: what went wrong stays in the log
+            return error_response(500, exc.code, "internal error; see the service log")
         return error_response(
             status,
             exc.code,
@@ -74,11 +80,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         details: dict[str, Any] = {}
+        headers: dict[str, str] = {}
         if exc.status == 405:
             details["allowed"] = sorted(exc.headers.get("Allow", "").split(","))
+            headers["Allow"] = exc.headers.get("Allow", "")  # RFC 9110 requires it on a 405
         if exc.status == 413:
             details["max_bytes"] = MAX_BODY_BYTES
-        return error_response(exc.status, code, exc.reason, details)
+        return error_response(exc.status, code, exc.reason, details, headers)
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)
         return error_response(500, "internal_error", "internal error; see the service log")
@@ -86,7 +94,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Observe latency by route template, method and status code."""
+    """Observe latency by route template (`/tasks/{task_id}`, never the raw path;
+    "unmatched" when no route matched: unknown path or method), method and status code."""
     started = time.perf_counter()
     status = 500
     try:
@@ -99,6 +108,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].http_latency(route, request.method, status).observe(
+        method = request.method if request.method in _METHODS else "other"
+        request.app[METRICS].http_latency(route, method, status).observe(
             time.perf_counter() - started
         )

@@ -9,11 +9,14 @@ from aiohttp import web
 from aiohttp_apigami import docs
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from taskflow.api.schemas import HealthSchema
+from taskflow.api.schemas import LivenessSchema, ReadinessSchema
+from taskflow.api.tasks import RETRY_AFTER_HEADER
 from taskflow.errors import TaskflowError
 from taskflow.keys import CONSUMER_STATE, DATABASE_MODE, METRICS, PIPELINE, STORE
 
 READY_TIMEOUT_S = 2.0
+# What prometheus-client's handler answers, depending on the scraper's Accept header.
+_METRICS_TYPES = ("text/plain", "application/openmetrics-text")
 
 
 def _report(status: int, body: dict[str, Any]) -> web.Response:
@@ -23,12 +26,17 @@ def _report(status: int, body: dict[str, Any]) -> web.Response:
 
 @docs(
     tags=["operations"],
+    operation_id="getLiveness",
     summary="Liveness",
     description="200 while the process and every actor of its pipeline run (also while "
     "PostgreSQL or RabbitMQ is down); 503 when an actor died.",
     responses={
-        200: {"description": "Alive", "schema": HealthSchema},
-        503: {"description": "An actor died", "schema": HealthSchema},
+        200: {"description": "Alive", "schema": LivenessSchema},
+        503: {
+            "description": "An actor died",
+            "schema": LivenessSchema,
+            "headers": RETRY_AFTER_HEADER,
+        },
     },
 )
 async def live(request: web.Request) -> web.Response:
@@ -41,13 +49,18 @@ async def live(request: web.Request) -> web.Response:
 
 @docs(
     tags=["operations"],
+    operation_id="getReadiness",
     summary="Readiness",
     description="200 when PostgreSQL answers with the schema in place and the pipeline "
     "accepts tasks; 503 otherwise. The RabbitMQ consumer's state is reported in `amqp` "
     "but does not affect the status: HTTP intake works without the broker.",
     responses={
-        200: {"description": "Ready", "schema": HealthSchema},
-        503: {"description": "Not ready", "schema": HealthSchema},
+        200: {"description": "Ready", "schema": ReadinessSchema},
+        503: {
+            "description": "Not ready",
+            "schema": ReadinessSchema,
+            "headers": RETRY_AFTER_HEADER,
+        },
     },
 )
 async def ready(request: web.Request) -> web.Response:
@@ -78,12 +91,14 @@ def setup_routes(app: web.Application) -> None:
 
     @docs(
         tags=["operations"],
+        operation_id="getMetrics",
         summary="Prometheus metrics",
-        description="This instance's metrics in the Prometheus text format.",
+        description="This instance's metrics in the Prometheus text format (OpenMetrics when "
+        "the scraper asks for it). The README's Operations section explains each metric.",
         responses={
             200: {
                 "description": "Metrics",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "content": {t: {"schema": {"type": "string"}} for t in _METRICS_TYPES},
             }
         },
     )

@@ -23,6 +23,7 @@ from taskflow.validation import (
     as_details,
     decode_json,
     quick_load,
+    unstorable,
 )
 
 
@@ -64,8 +65,11 @@ class TaskflowParser(AIOHTTPParser):
         self, argmap: ArgMap[web.Request], req: web.Request, location: str | None
     ) -> dict[str, Any] | None:
         if location == "headers" and type(argmap) is IdempotencyHeaderSchema:
+            # The same rules as the schema's field: absent, or 1..200 storable characters.
             key = req.headers.get("Idempotency-Key")
-            if key is None or 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+            if key is None:
+                return {}
+            if 1 <= len(key) <= IDEMPOTENCY_KEY_MAX and unstorable(key) is None:
                 return {"idempotency_key": key}
         elif location == "json" and type(argmap) is TaskCreateSchema:
             data = await self.load_json(req, argmap)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from taskflow.amqp.state import ConsumerPhase
 from taskflow.models import Source, Status
-from taskflow.validation import IDEMPOTENCY_KEY_MAX, TaskCreateSchema
+from taskflow.validation import IDEMPOTENCY_KEY_MAX, TaskCreateSchema, storable
 
 __all__ = [
     "ErrorSchema",
     "EventListSchema",
-    "HealthSchema",
     "IdempotencyHeaderSchema",
     "ListQuerySchema",
+    "LivenessSchema",
+    "ReadinessSchema",
     "TaskCreateSchema",
     "TaskListSchema",
     "TaskSchema",
@@ -27,17 +29,21 @@ class TaskSchema(ma.Schema):
 
     id = ma.fields.UUID(required=True)
     title = ma.fields.String(required=True)
-    description = ma.fields.String(allow_none=True)
+    description = ma.fields.String(required=True, allow_none=True)
     payload = ma.fields.Dict(required=True)
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(_STATUSES))
     source = ma.fields.String(required=True, validate=ma.validate.OneOf([s.value for s in Source]))
     attempts = ma.fields.Integer(required=True, metadata={"minimum": 0})
-    result = ma.fields.Dict(allow_none=True)
-    error = ma.fields.String(allow_none=True)
+    result = ma.fields.Dict(
+        required=True, allow_none=True, metadata={"description": "Set when `completed`."}
+    )
+    error = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "Set when `failed`."}
+    )
     created_at = ma.fields.AwareDateTime(required=True)
     updated_at = ma.fields.AwareDateTime(required=True)
-    started_at = ma.fields.AwareDateTime(allow_none=True)
-    finished_at = ma.fields.AwareDateTime(allow_none=True)
+    started_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    finished_at = ma.fields.AwareDateTime(required=True, allow_none=True)
 
 
 class TaskListSchema(ma.Schema):
@@ -55,7 +61,10 @@ class EventSchema(ma.Schema):
     """One status change."""
 
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(_STATUSES))
-    attempt = ma.fields.Integer(required=True)
+    attempt = ma.fields.Integer(
+        required=True,
+        metadata={"minimum": 0, "description": "0 for `new`, then the attempt it belongs to."},
+    )
     at = ma.fields.AwareDateTime(required=True)
 
 
@@ -68,9 +77,20 @@ class EventListSchema(ma.Schema):
 class ErrorBodySchema(ma.Schema):
     """What went wrong."""
 
-    code = ma.fields.String(required=True, metadata={"example": "validation_failed"})
-    message = ma.fields.String(required=True)
-    details = ma.fields.Dict(required=True)
+    code = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "Stable and machine-readable: `invalid_json`, `bad_request`, "
+            "`not_found`, `method_not_allowed`, `idempotency_conflict`, `payload_too_large`, "
+            "`unsupported_media_type`, `validation_failed`, `overloaded`, "
+            "`database_unavailable`.",
+        },
+    )
+    message = ma.fields.String(required=True, metadata={"description": "For people."})
+    details = ma.fields.Dict(
+        required=True,
+        metadata={"description": "Per-field messages and other facts; `{}` when none."},
+    )
 
 
 class ErrorSchema(ma.Schema):
@@ -96,9 +116,8 @@ class ListQuerySchema(ma.Schema):
         metadata={"description": "Page size, 1 to 1000."},
     )
     cursor = ma.fields.String(
-        load_default=None,
         validate=ma.validate.Length(max=200),
-        metadata={"description": "`next_cursor` of the previous page."},
+        metadata={"description": "`next_cursor` of the previous page (empty: the first page)."},
     )
 
 
@@ -110,8 +129,7 @@ class IdempotencyHeaderSchema(ma.Schema):
 
     idempotency_key = ma.fields.String(
         data_key="Idempotency-Key",
-        load_default=None,
-        validate=ma.validate.Length(min=1, max=IDEMPOTENCY_KEY_MAX),
+        validate=[ma.validate.Length(min=1, max=IDEMPOTENCY_KEY_MAX), storable],
         metadata={
             "description": "A repeat with the same key and body returns the task first created "
             "(200); the same key with another body is 409. Shared with AMQP `message_id`."
@@ -119,9 +137,46 @@ class IdempotencyHeaderSchema(ma.Schema):
     )
 
 
-class HealthSchema(ma.Schema):
-    """A health report."""
+class LivenessSchema(ma.Schema):
+    """The body of `GET /health/live`."""
 
-    status = ma.fields.String(required=True, metadata={"example": "ok"})
-    database = ma.fields.Dict()
-    amqp = ma.fields.Dict()
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(["ok", "dead"]))
+
+
+class DatabaseStateSchema(ma.Schema):
+    """PostgreSQL as `GET /health/ready` saw it."""
+
+    mode = ma.fields.String(required=True, validate=ma.validate.OneOf(["external", "embedded"]))
+    ok = ma.fields.Boolean(required=True)
+    error = ma.fields.String(metadata={"description": "Why it is not ok."})
+
+
+class PipelineStateSchema(ma.Schema):
+    """The in-process pipeline as `GET /health/ready` saw it."""
+
+    alive = ma.fields.Boolean(required=True, metadata={"description": "Every actor runs."})
+    accepting = ma.fields.Boolean(
+        required=True, metadata={"description": "Intake takes new tasks (false while draining)."}
+    )
+
+
+class ConsumerStateSchema(ma.Schema):
+    """The RabbitMQ consumer's state (informational: it does not affect readiness)."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    state = ma.fields.String(
+        required=True, validate=ma.validate.OneOf([p.value for p in ConsumerPhase])
+    )
+    queue = ma.fields.String()
+    last_error = ma.fields.String(allow_none=True)
+
+
+class ReadinessSchema(ma.Schema):
+    """The body of `GET /health/ready`."""
+
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(["ready", "not_ready"]))
+    database = ma.fields.Nested(DatabaseStateSchema, required=True)
+    pipeline = ma.fields.Nested(PipelineStateSchema, required=True)
+    amqp = ma.fields.Nested(ConsumerStateSchema, required=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,7 +33,17 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 0},
+        "required": True,
+    }
+}
+
+
 def _errors(*codes: int) -> dict[int, dict[str, Any]]:
+    """The documented error responses (all with the error shape) for `codes`."""
     texts = {
         400: "Malformed JSON, query or header",
         404: "No such task",
@@ -43,7 +53,12 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
         422: "Validation failed; `details` has a message per field",
         503: "Overloaded or PostgreSQL unreachable; see Retry-After",
     }
-    return {code: {"description": texts[code], "schema": ErrorSchema} for code in codes}
+    responses: dict[int, dict[str, Any]] = {
+        code: {"description": texts[code], "schema": ErrorSchema} for code in codes
+    }
+    if 503 in responses:
+        responses[503]["headers"] = RETRY_AFTER_HEADER
+    return responses
 
 
 def encode_cursor(task: Task) -> str:
@@ -54,15 +69,29 @@ def encode_cursor(task: Task) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The position a cursor points after; `BadRequest` when it is not one of ours."""
+    invalid = BadRequest("the cursor is not valid", {"cursor": ["Not a valid cursor."]})
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, task_id = orjson.loads(raw)
-        position = datetime.fromisoformat(created_at), uuid.UUID(task_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise BadRequest("the cursor is not valid", {"cursor": ["Not a valid cursor."]}) from None
-    if position[0].tzinfo is None:
-        raise BadRequest("the cursor is not valid", {"cursor": ["Not a valid cursor."]})
-    return position
+        if not isinstance(created_at, str) or not isinstance(task_id, str):
+            raise invalid
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None:
+            raise invalid
+        # In UTC, so a time PostgreSQL cannot take (an offset past year 1 or 9999) fails here.
+        return when.astimezone(UTC), uuid.UUID(task_id)
+    except (binascii.Error, ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
+        raise invalid from None
+
+
+TASK_ID_PARAMETER = {
+    "in": "path",
+    "name": "task_id",
+    "required": True,
+    "description": "The task's `id` (a malformed one is answered 404, like an unknown one).",
+    "schema": {"type": "string", "format": "uuid"},
+    "example": "0b5c2e1e-8a53-4d8e-9b3f-2f1d6c7a9e10",
+}
 
 
 def _task_id(request: web.Request) -> uuid.UUID:
@@ -75,6 +104,7 @@ def _task_id(request: web.Request) -> uuid.UUID:
 
 @docs(
     tags=["tasks"],
+    operation_id="createTask",
     summary="Create a task",
     description="Stores the task (status `new`) and returns it once committed. "
     "It is then processed: `new` → `in_progress` → `completed` or `failed`.",
@@ -83,22 +113,37 @@ def _task_id(request: web.Request) -> uuid.UUID:
             "description": "Created",
             "schema": TaskSchema,
             "headers": {
-                "Location": {"description": "URL of the task", "schema": {"type": "string"}}
+                "Location": {
+                    "description": "URL of the task: `/tasks/{id}`.",
+                    "schema": {"type": "string"},
+                    "required": True,
+                }
             },
         },
         200: {
             "description": "A repeat of an earlier request with the same Idempotency-Key "
             "and body: the task it created",
             "schema": TaskSchema,
+            "headers": {
+                "Location": {
+                    "description": "URL of the task: `/tasks/{id}`.",
+                    "schema": {"type": "string"},
+                    "required": True,
+                }
+            },
         },
         **_errors(400, 409, 413, 415, 422, 503),
     },
 )
 @headers_schema(IdempotencyHeaderSchema)
-@json_schema(TaskCreateSchema, example={"title": "resize", "payload": {"w": 100}})
+@json_schema(
+    TaskCreateSchema,
+    required=True,
+    example={"title": "resize", "description": "Resize to 100 px", "payload": {"w": 100}},
+)
 async def create_task(request: web.Request) -> web.Response:
     """POST /tasks."""
-    key = request["headers"]["idempotency_key"]
+    key: str | None = request["headers"].get("idempotency_key")
     new = build_new_task(request["json"], Source.HTTP, key)
     accepted = await request.app[PIPELINE].submit(new)
     task = accepted.task
@@ -111,15 +156,9 @@ async def create_task(request: web.Request) -> web.Response:
 
 @docs(
     tags=["tasks"],
+    operation_id="getTask",
     summary="Get a task",
-    parameters=[
-        {
-            "in": "path",
-            "name": "task_id",
-            "required": True,
-            "schema": {"type": "string", "format": "uuid"},
-        }
-    ],
+    parameters=[TASK_ID_PARAMETER],
     responses={200: {"description": "The task", "schema": TaskSchema}, **_errors(404, 503)},
 )
 async def get_task(request: web.Request) -> web.Response:
@@ -133,15 +172,9 @@ async def get_task(request: web.Request) -> web.Response:
 
 @docs(
     tags=["tasks"],
+    operation_id="getTaskEvents",
     summary="Status history of a task",
-    parameters=[
-        {
-            "in": "path",
-            "name": "task_id",
-            "required": True,
-            "schema": {"type": "string", "format": "uuid"},
-        }
-    ],
+    parameters=[TASK_ID_PARAMETER],
     responses={
         200: {"description": "Status changes, oldest first", "schema": EventListSchema},
         **_errors(404, 503),
@@ -159,6 +192,7 @@ async def task_events(request: web.Request) -> web.Response:
 
 @docs(
     tags=["tasks"],
+    operation_id="listTasks",
     summary="List tasks",
     description="Newest first, `limit` per page; follow `next_cursor` for the next page.",
     responses={
@@ -170,7 +204,8 @@ async def task_events(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     """GET /tasks."""
     query = request["querystring"]
-    after = decode_cursor(query["cursor"]) if query["cursor"] else None
+    cursor: str | None = query.get("cursor")
+    after = decode_cursor(cursor) if cursor else None
     statuses = sorted({Status(s) for s in query["status"]})
     limit: int = query["limit"]
     tasks = await request.app[STORE].list_tasks(statuses, after, limit + 1)

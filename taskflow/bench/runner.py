@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
+import uvloop
 from aio_pika.exceptions import AMQPError
 
 from taskflow import __version__
@@ -79,15 +81,24 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
-def main(options: BenchOptions) -> int:
-    """Run the bench and print the table or JSON; 1 when a scenario failed."""
-    import uvloop  # noqa: PLC0415
+async def _until_stopped(options: BenchOptions) -> Report | None:
+    """`run_bench`, cancelled by SIGTERM (SIGINT too, through asyncio's runner) so that
+    the services it started are stopped and its databases dropped; None then."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_bench(options)
+    except asyncio.CancelledError:
+        return None
 
-    report = (
-        uvloop.run(run_bench(options))
-        if sys.platform != "win32"
-        else asyncio.run(run_bench(options))
-    )
+
+def main(options: BenchOptions) -> int:
+    """Run the bench and print the table or JSON; 1 when a scenario failed, 130 if stopped."""
+    report = uvloop.run(_until_stopped(options))
+    if report is None:
+        print("taskflow bench: stopped", file=sys.stderr)
+        return 130
     if options.json:
         sys.stdout.write(report.to_json().decode() + "\n")
     else:

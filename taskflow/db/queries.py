@@ -10,10 +10,12 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def parse_queries(text: str) -> dict[str, str]:
-    """Split a file of `-- name: x` sections into {name: sql}."""
+    """Split a file of `-- name: x` sections into {name: sql}; a repeated name is an error."""
     parts = _NAME.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
         queries[name] = body.strip().rstrip(";")
     return queries
 

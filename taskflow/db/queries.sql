@@ -93,7 +93,8 @@ SELECT id, attempts, source, false AS recovered FROM claimed;
 
 -- name: finish_tasks
 -- Writes a batch of outcomes. Fenced: a row changes only while owner $6 still holds the
--- attempt named in the batch; the ids that did change are returned.
+-- attempt named in the batch; the (id, attempt) pairs that did change are returned (a
+-- batch may hold a stale and a current attempt of one task).
 WITH data AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
         AS d(id, attempt, status, result, error)
@@ -110,7 +111,7 @@ WITH data AS (
     INSERT INTO task_events (task_id, status, attempt, at)
     SELECT id, status, attempts, finished_at FROM finished
 )
-SELECT id FROM finished;
+SELECT id, attempts FROM finished;
 
 -- name: renew_leases
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
@@ -123,7 +124,10 @@ UPDATE tasks SET lease_expires_at = now() - interval '1 microsecond'
 WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress';
 
 -- name: status_counts
-SELECT status, count(*) AS n FROM tasks GROUP BY status;
+-- One index-only count per status (tasks_status_newest_idx), never a scan of the table:
+-- a GROUP BY over all rows would be planned as a (parallel) sequential scan.
+SELECT s.status, (SELECT count(*) FROM tasks t WHERE t.status = s.status) AS n
+FROM unnest(ARRAY['new', 'in_progress', 'completed', 'failed']) AS s(status);
 
 -- name: oldest_new
 SELECT min(created_at) FROM tasks WHERE status = 'new';

@@ -173,8 +173,9 @@ class TaskStore:
                 await conn.add_listener(channel, lambda *_args: on_notify())
                 on_notify()
                 while not closed.is_set():
-                    try:
-                        await asyncio.wait_for(closed.wait(), 10.0)
+                    try:  # not wait_for, which on Python 3.11 can swallow a cancel
+                        async with asyncio.timeout(10.0):
+                            await closed.wait()
                     except TimeoutError:
                         await conn.execute("SELECT 1", timeout=self.timeout)
             except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
@@ -267,8 +268,8 @@ class TaskStore:
         rows = await self._fetch("claim_new_by_ids", list(ids), owner, lease_s)
         return [_claim(r) for r in rows]
 
-    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[uuid.UUID]:
-        """Write outcomes whose attempt `owner` still holds; return the ids written."""
+    async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
+        """Write outcomes whose attempt `owner` still holds; return the (id, attempt) written."""
         rows = await self._fetch(
             "finish_tasks",
             [o.claim.task_id for o in outcomes],
@@ -278,7 +279,7 @@ class TaskStore:
             [o.error for o in outcomes],
             owner,
         )
-        return {r["id"] for r in rows}
+        return {(r["id"], r["attempts"]) for r in rows}
 
     async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
         """Extend the leases `owner` holds on `ids`; return those still held."""

@@ -6,9 +6,13 @@ from typing import Any
 
 import marshmallow as ma
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from taskflow.api.parser import TaskflowParser
+from taskflow.api.schemas import IdempotencyHeaderSchema
 from taskflow.validation import (
     DESCRIPTION_MAX,
+    IDEMPOTENCY_KEY_MAX,
     PAYLOAD_MAX_BYTES,
     TITLE_MAX,
     TaskCreateSchema,
@@ -68,3 +72,25 @@ def test_fast_path_takes_every_valid_example() -> None:
     valid = [b for b in BODIES if _schema_load(b) is not None]
     assert len(valid) == 6
     assert all(quick_load(b) is not None for b in valid)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        None,
+        "k",
+        "k" * IDEMPOTENCY_KEY_MAX,
+        "",
+        "k" * (IDEMPOTENCY_KEY_MAX + 1),
+        "a\x00b",
+    ],
+)
+async def test_header_fast_path_agrees_with_the_schema(key: str | None) -> None:
+    headers = {} if key is None else {"Idempotency-Key": key}
+    try:
+        expected: dict[str, Any] | None = IdempotencyHeaderSchema().load(headers)
+    except ma.ValidationError:
+        expected = None
+    request = make_mocked_request("POST", "/tasks", headers=headers)
+    quick = await TaskflowParser()._quick(IdempotencyHeaderSchema(), request, "headers")
+    assert quick == expected

@@ -1,0 +1,385 @@
+"""The RabbitMQ consumer: messages on the tasks queue become tasks, acked after commit.
+
+Each message is checked by the rules of `POST /tasks`, handed to the pipeline's intake
+and acknowledged only once its task is committed (`AckWindow` batches those acks without
+ever acking ahead of a commit). A message that can never become a task is copied to
+`<queue>.dead` with the reason and then acked; a message that cannot be stored *now*
+(intake full, PostgreSQL down) goes back to the queue after a short pause. Prefetch is
+bounded, so a full pipeline stops the broker from sending more.
+
+The consumer connects in the background with `connect_robust`: the service serves HTTP
+while RabbitMQ is down, and aio-pika restores the connection, the queues and the
+consumer after an outage. `ConsumerState` and `taskflow_amqp_connected` say where it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustQueue,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiohttp import web
+from yarl import URL
+
+from taskflow.actors.pipeline import Pipeline
+from taskflow.amqp.acks import AckWindow
+from taskflow.amqp.messages import (
+    BadMessage,
+    dead_letter_copy,
+    dead_letter_name,
+    task_from_message,
+)
+from taskflow.amqp.state import ConsumerPhase, ConsumerState
+from taskflow.config import Settings, mask_url
+from taskflow.errors import IdempotencyConflict, TaskflowError
+from taskflow.keys import CONSUMER_STATE, METRICS, PIPELINE, SETTINGS
+from taskflow.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+PREFETCH_MAX = 1000
+CONNECT_TIMEOUT_S = 10.0
+RECONNECT_INTERVAL_S = 2.0
+CONNECT_BACKOFF_MAX_S = 5.0
+REQUEUE_DELAY_S = 1.0
+BROKER_CALL_TIMEOUT_S = 10.0
+
+
+def prefetch_for(queue_size: int) -> int:
+    """Deliveries in flight to one consumer: half the intake queue (HTTP keeps the rest)."""
+    return max(1, min(queue_size // 2, PREFETCH_MAX))
+
+
+class _ChannelAcks:
+    """The ack window of one (underlying) channel, and the channel its acks go on."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self.window = AckWindow()
+        self.flushing = False
+
+
+class Consumer:
+    """Consumes `settings.amqp_queue` into `pipeline`, reporting itself in `state`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        state: ConsumerState,
+        *,
+        reconnect_interval: float = RECONNECT_INTERVAL_S,
+    ) -> None:
+        self._url = settings.amqp_url
+        self._queue_name = settings.amqp_queue
+        self._dead_name = dead_letter_name(settings.amqp_queue)
+        self._prefetch = prefetch_for(settings.queue_size)
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._state = state
+        self._reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._queue: AbstractRobustQueue | None = None
+        self._consumer_tag: str | None = None
+        self._acks: _ChannelAcks | None = None
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and start consuming in a named background task; return at once."""
+        self._runner = asyncio.create_task(self._run(), name="amqp-consumer")
+        self._runner.add_done_callback(self._runner_ended)
+
+    def _runner_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self._set(ConsumerPhase.STOPPED, repr(error))
+        log.critical("AMQP consumer crashed; RabbitMQ intake stopped", exc_info=error)
+
+    async def _run(self) -> None:
+        """Connect (retrying until the broker answers) and start consuming, then return.
+
+        From then on aio-pika's robust connection restores everything after an outage.
+        """
+        delay = 0.5
+        logged = False
+        while not self._stopping.is_set():
+            try:
+                connection = await self._connect()
+            except Exception as exc:  # whatever it is, try again later
+                error = f"{type(exc).__name__}: {exc}"
+                self._set(ConsumerPhase.DISCONNECTED, error)
+                if not logged:  # once, not once per attempt
+                    log.warning(
+                        "waiting for RabbitMQ; HTTP intake works meanwhile",
+                        url=mask_url(self._url),
+                        error=error,
+                    )
+                    logged = True
+                else:
+                    log.debug("RabbitMQ still unreachable", error=error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CONNECT_BACKOFF_MAX_S)
+                continue
+            try:
+                await self._start(connection)
+            except Exception as exc:  # e.g. the connection dropped meanwhile
+                self._set(ConsumerPhase.DISCONNECTED, f"{type(exc).__name__}: {exc}")
+                log.warning("could not start consuming; retrying", error=str(exc))
+                self._connection = None
+                await _close(connection)
+                await asyncio.sleep(delay)
+                continue
+            return
+
+    async def _connect(self) -> AbstractRobustConnection:
+        """What `aio_pika.connect_robust` does, keeping hold of the connection so that a
+        cancelled or failed first attempt does not leave its reconnection loop running."""
+        connection = aio_pika.RobustConnection(
+            URL(self._url),
+            reconnect_interval=self._reconnect_interval,
+            client_properties={"connection_name": f"taskflow {self._pipeline.owner}"},
+        )
+        try:
+            await connection.connect(timeout=CONNECT_TIMEOUT_S)
+        except BaseException:
+            await _close(connection)
+            raise
+        return connection
+
+    async def _start(self, connection: AbstractRobustConnection) -> None:
+        connection.close_callbacks.add(self._on_connection_lost)
+        connection.reconnect_callbacks.add(self._on_reconnected)
+        self._connection = connection
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        # Dead letters go out on a channel of their own, with confirms: a channel error
+        # there cannot take the deliveries of the consuming channel with it.
+        self._publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await channel.declare_queue(self._dead_name, durable=True)
+        queue = await channel.declare_queue(self._queue_name, durable=True)
+        self._queue = queue
+        self._consumer_tag = await queue.consume(self._on_message, no_ack=False)
+        self._set(ConsumerPhase.CONSUMING)
+        log.info(
+            "consuming from RabbitMQ",
+            queue=self._queue_name,
+            dead_letter_queue=self._dead_name,
+            prefetch=self._prefetch,
+            url=mask_url(self._url),
+        )
+
+    def _set(self, phase: ConsumerPhase, error: str | None = None) -> None:
+        self._state.phase = phase
+        if error is not None or phase is ConsumerPhase.CONSUMING:
+            self._state.last_error = error
+        self._metrics.amqp_connected.set(1 if phase is ConsumerPhase.CONSUMING else 0)
+
+    def _on_connection_lost(self, sender: object, exc: BaseException | None = None) -> None:
+        if self._stopping.is_set() or sender is not self._connection:
+            return
+        error = f"{type(exc).__name__}: {exc}" if exc else "connection closed"
+        was_consuming = self._state.phase is ConsumerPhase.CONSUMING
+        self._set(ConsumerPhase.DISCONNECTED, error)
+        if was_consuming:  # once per outage; every failed reconnect attempt also ends here
+            log.warning("RabbitMQ connection lost; reconnecting", error=error)
+        else:
+            log.debug("RabbitMQ reconnect attempt failed", error=error)
+
+    def _on_reconnected(self, sender: object) -> None:
+        if self._stopping.is_set() or sender is not self._connection:
+            return
+        self._set(ConsumerPhase.CONSUMING)
+        log.info("RabbitMQ connection restored; consuming again", queue=self._queue_name)
+
+    # -- one message --------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping.is_set():
+            return  # left unacked: the broker gives it to the next consumer
+        try:
+            acks = self._acks_for(message)
+        except CONNECTION_EXCEPTIONS:
+            return  # its channel is gone, and with it the delivery: it comes back
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        tag = message.delivery_tag or 0
+        try:
+            with structlog.contextvars.bound_contextvars(
+                source="amqp",
+                message_id=message.message_id,
+                delivery_tag=tag,
+                redelivered=message.redelivered,
+            ):
+                await self._handle(message, acks, tag)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    def _acks_for(self, message: AbstractIncomingMessage) -> _ChannelAcks:
+        channel = message.channel  # raises when the delivery's channel is closed
+        if self._acks is None or self._acks.channel is not channel:
+            self._acks = _ChannelAcks(channel)
+        return self._acks
+
+    async def _handle(self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int) -> None:
+        try:
+            new = task_from_message(message.body, message.message_id)
+            try:
+                accepted = await self._pipeline.submit(new)
+            except IdempotencyConflict as exc:
+                raise BadMessage.from_error(exc) from None
+        except BadMessage as exc:
+            await self._dead_letter(message, acks, tag, exc)
+        except TaskflowError as exc:  # Overloaded, StoreUnavailable, StoreError: not its fault
+            await self._requeue(message, acks, tag, exc.message)
+        except Exception as exc:
+            # A bug, not the message's fault; park it instead of looping on it.
+            log.exception("message handling failed unexpectedly")
+            await self._dead_letter(
+                message, acks, tag, BadMessage("internal_error", f"{type(exc).__name__}: {exc}")
+            )
+        else:
+            outcome = "created" if accepted.created else "duplicate"
+            self._metrics.amqp_messages.labels(outcome).inc()
+            if accepted.created:
+                log.debug("message consumed", task_id=str(accepted.task.id))
+            else:
+                log.info("repeated message: its task exists", task_id=str(accepted.task.id))
+            await self._ack(acks, tag)
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, error: BadMessage
+    ) -> None:
+        log.warning(
+            "message dead-lettered",
+            reason=error.code,
+            error=error.message,
+            details=error.details,
+            dead_letter_queue=self._dead_name,
+        )
+        try:
+            if self._publisher is None:
+                raise RuntimeError("no publishing channel")
+            await self._publisher.default_exchange.publish(
+                dead_letter_copy(message, error),
+                routing_key=self._dead_name,
+                mandatory=True,
+                timeout=BROKER_CALL_TIMEOUT_S,
+            )
+        except Exception as exc:  # the copy is not safe: keep the original
+            await self._requeue(message, acks, tag, f"dead-lettering failed: {exc}")
+            return
+        self._metrics.amqp_dead_lettered.labels(error.code).inc()
+        self._metrics.amqp_messages.labels("dead_lettered").inc()
+        await self._ack(acks, tag)
+
+    async def _requeue(
+        self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, why: str
+    ) -> None:
+        """Give the message back after a pause, so a full or broken pipeline is not spun on."""
+        log.debug("message requeued", error=why, delay_s=REQUEUE_DELAY_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), REQUEUE_DELAY_S)
+        try:
+            await message.nack(requeue=True)
+        except CONNECTION_EXCEPTIONS:
+            return  # the channel is gone: the broker requeues it anyway
+        acks.window.settled(tag)
+        self._metrics.amqp_messages.labels("requeued").inc()
+
+    async def _ack(self, acks: _ChannelAcks, tag: int) -> None:
+        """Mark `tag` done; the first caller of a loop turn acks everything then ready."""
+        acks.window.ready(tag)
+        if acks.flushing:
+            return
+        acks.flushing = True
+        try:
+            await asyncio.sleep(0)  # let the rest of the committed batch report first
+            await self._flush(acks)
+        finally:
+            acks.flushing = False
+
+    @staticmethod
+    async def _flush(acks: _ChannelAcks) -> None:
+        try:
+            while plan := acks.window.take():
+                if plan.up_to is not None:
+                    await acks.channel.basic_ack(plan.up_to, multiple=True)
+                for single in plan.singles:
+                    await acks.channel.basic_ack(single)
+        except CONNECTION_EXCEPTIONS as exc:
+            log.debug("acks not sent: the channel is gone, the broker redelivers", error=str(exc))
+
+    # -- stopping -----------------------------------------------------------------------
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop consuming, ack what was committed (waiting up to `grace_s`), disconnect.
+
+        Messages whose task is not committed by then stay unacked and return to the queue.
+        """
+        self._stopping.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._queue.cancel(self._consumer_tag), min(grace_s, BROKER_CALL_TIMEOUT_S)
+                )
+        in_flight = set(self._in_flight)
+        if in_flight:
+            _, late = await asyncio.wait(in_flight, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            if late:
+                log.warning("messages left unacked at shutdown; they return to the queue")
+        if self._acks is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush(self._acks), BROKER_CALL_TIMEOUT_S)
+        if self._connection is not None:
+            await _close(self._connection)
+        self._set(ConsumerPhase.STOPPED)
+
+
+async def _close(connection: AbstractRobustConnection) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), BROKER_CALL_TIMEOUT_S)
+
+
+async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The AMQP consumer as an aiohttp `cleanup_ctx` (entered after the pipeline's).
+
+    Start-up does not wait for RabbitMQ: the consumer connects in a named background
+    task. On shutdown it stops consuming before the pipeline drains.
+    """
+    settings, metrics = app[SETTINGS], app[METRICS]
+    state = ConsumerState(phase=ConsumerPhase.CONNECTING, queue=settings.amqp_queue)
+    app[CONSUMER_STATE] = state
+    metrics.amqp_connected.set(0)
+    consumer = Consumer(settings, app[PIPELINE], metrics, state)
+    consumer.start()
+    try:
+        yield
+    finally:
+        await consumer.stop(max(settings.shutdown_grace_s, 1.0))
+        log.info("AMQP consumer stopped", queue=settings.amqp_queue)

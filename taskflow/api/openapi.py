@@ -1,0 +1,140 @@
+"""The OpenAPI 3 document and the Swagger UI, both served by taskflow itself.
+
+aiohttp-apigami builds the document from the routes' decorators; `setup` finishes two
+things that it only does for Swagger 2.0: it drops the `produces` list apigami adds to
+every operation (OpenAPI 3 has no such field: each response names its content types),
+and it puts the `example=` given to `json_schema` on the request body, where OpenAPI 3
+wants it. The Swagger UI page loads only the assets packaged with aiohttp-apigami, from
+this service, with the online validator badge off (it would call validator.swagger.io).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apigami import OpenApiVersion, docs, setup_aiohttp_apispec
+from aiohttp_apigami.constants import API_SPEC_ATTR
+from aiohttp_apigami.swagger_ui import SWAGGER_UI_STATIC_FILES
+
+from taskflow import __version__
+from taskflow.keys import OPENAPI
+
+DOCS_PATH = "/api/docs"
+DOCUMENT_PATH = "/api/docs/swagger.json"
+STATIC_PATH = "/api/docs/static"
+
+DESCRIPTION = """\
+Durable tasks over HTTP and RabbitMQ, kept in PostgreSQL.
+
+Every error is `{"error": {"code", "message", "details"}}` with `details` an object
+(per-field messages for 400 and 422). A `503` always carries `Retry-After`.
+`POST /tasks` takes an optional `Idempotency-Key`: a repeat with the same key and body
+returns the first task (`200`), the same key with another body is `409`.
+"""
+
+TAGS = [
+    {"name": "tasks", "description": "Create tasks and follow them to `completed` or `failed`."},
+    {"name": "operations", "description": "Health checks and Prometheus metrics."},
+    {"name": "documentation", "description": "This document and its Swagger UI."},
+]
+
+_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>taskflow API</title>
+  <link rel="stylesheet" href="{STATIC_PATH}/swagger-ui.css">
+  <link rel="stylesheet" href="{STATIC_PATH}/index.css">
+  <link rel="icon" type="image/png" href="{STATIC_PATH}/favicon-32x32.png" sizes="32x32">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{STATIC_PATH}/swagger-ui-bundle.js"></script>
+  <script>
+    window.onload = function () {{
+      window.ui = SwaggerUIBundle({{
+        url: "{DOCUMENT_PATH}",
+        dom_id: "#swagger-ui",
+        deepLinking: true,
+        validatorUrl: null,
+        presets: [SwaggerUIBundle.presets.apis],
+        layout: "BaseLayout",
+      }});
+    }};
+  </script>
+</body>
+</html>
+"""
+
+
+@docs(
+    tags=["documentation"],
+    operation_id="getSwaggerUi",
+    summary="Swagger UI",
+    description="An interactive view of this document; every asset is served by taskflow.",
+    responses={
+        200: {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    },
+)
+async def swagger_ui(_request: web.Request) -> web.Response:
+    """GET /api/docs."""
+    return web.Response(text=_PAGE, content_type="text/html")
+
+
+@docs(
+    tags=["documentation"],
+    operation_id="getOpenApiDocument",
+    summary="This OpenAPI document",
+    responses={
+        200: {
+            "description": "OpenAPI 3.0",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def openapi_document(request: web.Request) -> web.Response:
+    """GET /api/docs/swagger.json."""
+    return web.json_response(request.app[OPENAPI])
+
+
+def setup(app: web.Application) -> None:
+    """Add the docs routes and build the document from every documented route of `app`.
+
+    Call it after every other route is added: the document is built here, once.
+    """
+    app.router.add_get(DOCS_PATH, swagger_ui, allow_head=False)
+    app.router.add_get(DOCUMENT_PATH, openapi_document, allow_head=False)
+    app.router.add_static(STATIC_PATH, SWAGGER_UI_STATIC_FILES)
+    with warnings.catch_warnings():
+        # aiohttp-apigami 0.9 keeps its spec under a string key (an AppKey from 1.x on).
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        spec = setup_aiohttp_apispec(
+            app,
+            title="taskflow",
+            version=__version__,
+            url="",  # served by `openapi_document`, after `_finish`
+            in_place=True,
+            openapi_version=OpenApiVersion.V303,
+            info={"description": DESCRIPTION},
+            tags=TAGS,
+        )
+    app[OPENAPI] = _finish(spec.swagger_dict(), app)
+
+
+def _finish(document: dict[str, Any], app: web.Application) -> dict[str, Any]:
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            operation.pop("produces", None)
+            operation.pop("consumes", None)
+    for route in app.router.routes():
+        handler_spec = getattr(route.handler, API_SPEC_ATTR, None)
+        if handler_spec is None or route.resource is None:
+            continue
+        for schema in handler_spec["schemas"]:
+            example = {k: v for k, v in schema.get("example", {}).items() if k != "add_to_refs"}
+            if schema["location"] == "json" and example:
+                operation = document["paths"][route.resource.canonical][route.method.lower()]
+                operation["requestBody"]["content"]["application/json"]["example"] = example
+    return document

@@ -1,0 +1,123 @@
+"""The test's side of RabbitMQ and of the service: publish, read dead letters, wait."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+Client = TestClient[web.Request, web.Application]
+WAIT_S = 60.0
+
+
+class Broker:
+    """The test queue and its dead-letter queue, seen from a publisher's connection."""
+
+    def __init__(self, channel: AbstractChannel, queue: str) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.dead = f"{queue}.dead"
+
+    async def publish(self, body: bytes | dict[str, Any], **properties: Any) -> None:
+        """Publish `body` (bytes, or a dict sent as JSON) and wait for the broker's confirm."""
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        await self.channel.default_exchange.publish(
+            aio_pika.Message(raw, **properties), routing_key=self.queue, timeout=WAIT_S
+        )
+
+    async def dead_letters(self, count: int) -> list[AbstractIncomingMessage]:
+        """Take `count` messages from the dead-letter queue, waiting for them to arrive."""
+        queue = await self.channel.declare_queue(self.dead, durable=True)
+        found: list[AbstractIncomingMessage] = []
+        async with asyncio.timeout(WAIT_S):
+            while len(found) < count:
+                message = await queue.get(no_ack=True, fail=False, timeout=WAIT_S)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                else:
+                    found.append(message)
+        return found
+
+    async def waiting(self, name: str | None = None) -> int:
+        """Messages ready in a queue (default: the test queue), unacked ones not counted."""
+        queue = await self.channel.declare_queue(name or self.queue, passive=True)
+        assert queue.declaration_result.message_count is not None
+        return queue.declaration_result.message_count
+
+
+async def readiness(client: Client) -> dict[str, Any]:
+    """The body of GET /health/ready (asserting it is 200)."""
+    response = await client.get("/health/ready")
+    body: dict[str, Any] = await response.json()
+    assert response.status == 200, body
+    return body
+
+
+async def wait_for_consumer(client: Client, state: str) -> dict[str, Any]:
+    """Poll readiness until the consumer is in `state`; return its report."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            amqp: dict[str, Any] = (await readiness(client))["amqp"]
+            if amqp["state"] == state:
+                return amqp
+            await asyncio.sleep(0.05)
+
+
+async def all_tasks(client: Client) -> list[dict[str, Any]]:
+    """Every task, following the pages of GET /tasks."""
+    tasks: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/tasks", params=params)
+        assert response.status == 200
+        page = await response.json()
+        tasks.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return tasks
+
+
+async def wait_for_tasks(client: Client, count: int) -> list[dict[str, Any]]:
+    """Poll until there are at least `count` tasks; return them all."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            tasks = await all_tasks(client)
+            if len(tasks) >= count:
+                return tasks
+            await asyncio.sleep(0.05)
+
+
+async def wait_terminal(client: Client, task_id: str) -> dict[str, Any]:
+    """Poll a task until it is completed or failed."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            task: dict[str, Any] = await (await client.get(f"/tasks/{task_id}")).json()
+            if task["status"] in ("completed", "failed"):
+                return task
+            await asyncio.sleep(0.05)
+
+
+async def metric(client: Client, name: str, **labels: str) -> float:
+    """The value of one sample from GET /metrics (0 when it is absent)."""
+    text = await (await client.get("/metrics")).text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+async def wait_for_metric(client: Client, value: float, name: str, **labels: str) -> None:
+    """Poll /metrics until the sample reaches `value`."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            if await metric(client, name, **labels) >= value:
+                return
+            await asyncio.sleep(0.05)

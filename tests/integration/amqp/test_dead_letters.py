@@ -1,0 +1,105 @@
+"""Messages that can never become tasks go to `<queue>.dead`, with the reason, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.integration.amqp.support import (
+    Broker,
+    Client,
+    all_tasks,
+    metric,
+    wait_for_tasks,
+)
+
+OVERSIZED = b'{"title": "big", "payload": {"blob": "' + b"a" * 300_000 + b'"}}'
+
+BAD = [
+    pytest.param(b"\xff\xfe{}", "invalid_json", True, id="not-utf8"),
+    pytest.param(b'{"title": "cut', "invalid_json", True, id="not-json"),
+    # POST /tasks says "Invalid input type." here (marshmallow's words, not load_new_task's).
+    pytest.param(b'["a", "list"]', "validation_failed", False, id="not-an-object"),
+    pytest.param(b'{"title": "", "colour": "red"}', "validation_failed", True, id="invalid"),
+    pytest.param(b'{"title": "nul \\u0000"}', "validation_failed", True, id="unstorable"),
+    pytest.param(OVERSIZED, "payload_too_large", False, id="oversized"),
+]
+
+
+async def _http_error(client: Client, body: bytes) -> dict[str, Any]:
+    response = await client.post("/tasks", data=body, headers={"Content-Type": "application/json"})
+    error: dict[str, Any] = (await response.json())["error"]
+    return error
+
+
+@pytest.mark.parametrize(("body", "reason", "same_as_http"), BAD)
+async def test_bad_message_is_dead_lettered_and_the_next_one_consumed(
+    amqp_client: Client, broker: Broker, body: bytes, reason: str, same_as_http: bool
+) -> None:
+    await broker.publish(
+        body,
+        message_id="bad-1",
+        correlation_id="corr-9",
+        content_type="application/json",
+        app_id="billing",
+        headers={"tenant": "acme"},
+    )
+    await broker.publish({"title": "after the bad one"})
+
+    [task] = await wait_for_tasks(amqp_client, 1)
+    assert task["title"] == "after the bad one"
+
+    [dead] = await broker.dead_letters(1)
+    headers = dead.headers
+    assert headers["x-taskflow-error"] == reason
+    assert dead.body == body
+    assert (dead.message_id, dead.correlation_id, dead.app_id) == ("bad-1", "corr-9", "billing")
+    assert dead.content_type == "application/json"
+    assert headers["tenant"] == "acme"
+    assert dead.delivery_mode == 2
+    message = headers["x-taskflow-error-message"]
+    details = orjson.loads(str(headers["x-taskflow-error-details"]))
+    if same_as_http:  # the same rules and the same words as POST /tasks
+        error = await _http_error(amqp_client, body)
+        assert (error["code"], error["message"], error["details"]) == (reason, message, details)
+    elif reason == "payload_too_large":
+        assert details == {"max_bytes": 256 * 1024, "bytes": len(body)}
+    else:
+        assert details == {"_schema": ["Expected a JSON object, got list."]}
+
+    assert await metric(amqp_client, "taskflow_amqp_dead_lettered_total", reason=reason) == 1
+    assert await broker.waiting() == 0
+    assert await broker.waiting(broker.dead) == 0  # it was there once, not in a loop
+
+
+async def test_bad_message_id_is_dead_lettered(amqp_client: Client, broker: Broker) -> None:
+    await broker.publish({"title": "fine body"}, message_id="k" * 201)
+    await broker.publish({"title": "next"})
+
+    [task] = await wait_for_tasks(amqp_client, 1)
+    assert task["title"] == "next"
+    [dead] = await broker.dead_letters(1)
+    assert dead.headers["x-taskflow-error"] == "invalid_message_id"
+    assert orjson.loads(str(dead.headers["x-taskflow-error-details"])) == {
+        "message_id": ["Must be 1 to 200 storable characters."]
+    }
+
+
+async def test_message_id_reused_with_another_body_is_dead_lettered(
+    amqp_client: Client, broker: Broker
+) -> None:
+    await broker.publish({"title": "first"}, message_id="invoice-3")
+    [first] = await wait_for_tasks(amqp_client, 1)
+    await broker.publish({"title": "second"}, message_id="invoice-3")
+    await broker.publish({"title": "third"})
+
+    tasks = await wait_for_tasks(amqp_client, 2)
+    assert sorted(t["title"] for t in tasks) == ["first", "third"]
+    [dead] = await broker.dead_letters(1)
+    assert dead.headers["x-taskflow-error"] == "idempotency_conflict"
+    assert orjson.loads(dead.body) == {"title": "second"}
+    details = orjson.loads(str(dead.headers["x-taskflow-error-details"]))
+    assert details == {"idempotency_key": "invoice-3", "task_id": first["id"]}
+    assert len(await all_tasks(amqp_client)) == 2

@@ -1,0 +1,132 @@
+"""RabbitMQ going away: the service starts without it, survives cuts, loses nothing.
+
+A TCP proxy of the test's own stands between the service and the shared broker, so
+cutting connections touches nobody else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import structlog
+
+from taskflow.config import Settings
+from tests.conftest import AMQP_URL
+from tests.integration.amqp.support import (
+    WAIT_S,
+    Broker,
+    Client,
+    all_tasks,
+    metric,
+    wait_for_consumer,
+    wait_for_metric,
+    wait_for_tasks,
+)
+from tests.integration.proxy import TcpProxy
+
+MakeClient = Callable[[Settings], Awaitable[Client]]
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    """A TCP proxy to the test RabbitMQ on a free local port, listening.
+
+    Tests take it before the service, so the service stops before the proxy does.
+    """
+    parts = urlsplit(AMQP_URL)
+    relay = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await relay.start()
+    yield relay
+    await relay.stop()
+
+
+def through(settings: Settings, proxy: TcpProxy) -> Settings:
+    """`settings` with the broker (guest/guest) reached through `proxy`."""
+    return replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+
+
+async def _events(logs: list[MutableMapping[str, Any]], event: str, count: int) -> None:
+    """Wait until `event` was logged `count` times."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            if sum(e["event"] == event for e in logs) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_serves_http_while_rabbitmq_is_down_and_connects_when_it_is_back(
+    proxy: TcpProxy, make_amqp_client: MakeClient, settings: Settings, broker: Broker
+) -> None:
+    await proxy.stop()  # its port now refuses connections
+    with structlog.testing.capture_logs() as logs:
+        client = await make_amqp_client(through(settings, proxy))
+
+        response = await client.post("/tasks", json={"title": "over http"})
+        assert response.status == 201
+        amqp = await wait_for_consumer(client, "disconnected")  # readiness is still 200
+        assert amqp["last_error"]
+        assert await metric(client, "taskflow_amqp_connected") == 0
+        await _events(logs, "RabbitMQ still unreachable", 2)
+    waiting = [e for e in logs if e["event"].startswith("waiting for RabbitMQ")]
+    assert len(waiting) == 1  # logged once, not once per attempt
+
+    await proxy.start()
+    await wait_for_consumer(client, "consuming")
+    assert await metric(client, "taskflow_amqp_connected") == 1
+    await broker.publish({"title": "over amqp"})
+    tasks = await wait_for_tasks(client, 2)
+    assert sorted((t["title"], t["source"]) for t in tasks) == [
+        ("over amqp", "amqp"),
+        ("over http", "http"),
+    ]
+
+
+async def test_consumer_survives_the_connection_being_cut(
+    proxy: TcpProxy, make_amqp_client: MakeClient, settings: Settings, broker: Broker
+) -> None:
+    client = await make_amqp_client(through(settings, proxy))
+    await wait_for_consumer(client, "consuming")
+    await broker.publish({"title": "before"})
+    await wait_for_tasks(client, 1)
+
+    await proxy.stop()
+    amqp = await wait_for_consumer(client, "disconnected")
+    assert amqp["last_error"]
+    assert await metric(client, "taskflow_amqp_connected") == 0
+    await broker.publish({"title": "during"})
+
+    await proxy.start()
+    await wait_for_consumer(client, "consuming")
+    assert await metric(client, "taskflow_amqp_connected") == 1
+    await broker.publish({"title": "after"})
+
+    tasks = await wait_for_tasks(client, 3)
+    assert sorted(t["title"] for t in tasks) == ["after", "before", "during"]
+    assert {t["source"] for t in tasks} == {"amqp"}
+
+
+async def test_redelivery_after_the_consumer_died_before_acking_makes_one_task(
+    proxy: TcpProxy, make_amqp_client: MakeClient, settings: Settings, broker: Broker
+) -> None:
+    client = await make_amqp_client(through(settings, proxy))
+    await wait_for_consumer(client, "consuming")
+    # The service gets the message and commits its task, but its ack never arrives:
+    # the proxy drops everything the service sends once the message went through.
+    proxy.freeze_after(b"commit-then-vanish")
+    await broker.publish({"title": "commit-then-vanish"}, message_id="once-only")
+    await wait_for_tasks(client, 1)
+
+    await proxy.stop()  # the broker sees the consumer die with the message unacked
+    await proxy.start()
+
+    await wait_for_metric(client, 1, "taskflow_amqp_messages_total", outcome="duplicate")
+    tasks = await all_tasks(client)
+    assert [t["title"] for t in tasks] == ["commit-then-vanish"]
+    assert await metric(client, "taskflow_amqp_messages_total", outcome="created") == 1
+    await client.close()
+    assert await broker.waiting() == 0

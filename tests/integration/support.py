@@ -1,0 +1,80 @@
+"""Helpers for the integration tests: the client type, waits, and the error shape."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient
+
+from taskflow.config import Settings
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[Settings], Awaitable[Client]]
+
+TERMINAL = ("completed", "failed")
+
+
+async def create(client: Client, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """POST a task that must be accepted (201 or 200); return it."""
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    response = await client.post("/tasks", json=body, headers=headers)
+    assert response.status in (200, 201), await response.text()
+    task: dict[str, Any] = await response.json()
+    return task
+
+
+async def wait_terminal(client: Client, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Poll a task until it is completed or failed."""
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await client.get(f"/tasks/{task_id}")
+            task: dict[str, Any] = await response.json()
+            if task["status"] in TERMINAL:
+                return task
+            await asyncio.sleep(0.02)
+
+
+async def settle(client: Client, timeout: float = 60.0) -> None:
+    """Wait until no task is `new` or `in_progress`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await client.get("/tasks?status=new&status=in_progress&limit=1")
+            assert response.status == 200
+            if not (await response.json())["items"]:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def assert_error(response: ClientResponse, status: int, code: str) -> dict[str, Any]:
+    """Check an error response: its status, and the contract's JSON shape; return details."""
+    text = await response.text()
+    assert response.status == status, text
+    assert response.content_type == "application/json", text
+    assert "Traceback" not in text
+    body = await response.json()
+    assert set(body) == {"error"}, text
+    assert set(body["error"]) == {"code", "message", "details"}, text
+    assert body["error"]["code"] == code, text
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    details: dict[str, Any] = body["error"]["details"]
+    assert isinstance(details, dict), text
+    return details
+
+
+async def metric(client: Client, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample on `/metrics` (0 when the series is absent)."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    wanted = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
+    series = f"{name}{{{wanted}}}" if wanted else name
+    for line in (await response.text()).splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        if sample == series:
+            return float(value)
+    return 0.0

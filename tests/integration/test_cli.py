@@ -1,0 +1,86 @@
+"""`taskflow submit` against a live service, run as a user would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+import orjson
+
+from tests.integration.support import Client, wait_terminal
+
+
+async def taskflow(client: Client, *args: str, **env: str) -> tuple[int, str, str]:
+    """Run `python -m taskflow ARGS` pointed at the test server by TASKFLOW_HOST/PORT."""
+    environment = {
+        **os.environ,
+        "TASKFLOW_HOST": str(client.server.host),
+        "TASKFLOW_PORT": str(client.server.port),
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskflow", *args,
+        env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_submit_creates_the_task(client: Client) -> None:
+    code, out, err = await taskflow(client, "submit", "resize", "--payload", '{"w":100}')
+    assert code == 0, err
+    printed: dict[str, Any] = orjson.loads(out)
+    assert printed["title"] == "resize"
+    assert printed["payload"] == {"w": 100}
+    assert printed["source"] == "http"
+
+    stored = await (await client.get(f"/tasks/{printed['id']}")).json()
+    assert stored["title"] == "resize"
+    assert (await wait_terminal(client, printed["id"]))["status"] == "completed"
+
+
+async def test_submit_with_a_key_twice_makes_one_task(client: Client) -> None:
+    first = await taskflow(client, "submit", "once", "--key", "cli-1", "--description", "d")
+    second = await taskflow(client, "submit", "once", "--key", "cli-1", "--description", "d")
+    assert (first[0], second[0]) == (0, 0)
+    assert orjson.loads(first[1])["id"] == orjson.loads(second[1])["id"]
+    listing = await (await client.get("/tasks")).json()
+    assert len(listing["items"]) == 1
+
+
+async def test_submit_reports_what_the_service_refused(client: Client) -> None:
+    code, out, _ = await taskflow(client, "submit", "resize", "--payload", "[1, 2]")
+    assert code == 1
+    assert orjson.loads(out)["error"]["code"] == "validation_failed"
+    code, _, err = await taskflow(client, "submit", "resize", "--payload", "{not json")
+    assert code == 2
+    assert "--payload" in err
+    assert (await (await client.get("/tasks")).json())["items"] == []
+
+
+async def test_submit_with_the_url_option_and_an_unreachable_service(client: Client) -> None:
+    code, out, _ = await taskflow(
+        client, "submit", "via url", "--url", str(client.make_url("/")), TASKFLOW_PORT="1"
+    )
+    assert code == 0
+    assert orjson.loads(out)["title"] == "via url"
+    code, _, err = await taskflow(client, "submit", "nowhere", "--url", "http://127.0.0.1:1")
+    assert code == 1
+    assert "cannot reach" in err
+
+
+async def test_a_bad_setting_stops_the_command_with_one_line(client: Client) -> None:
+    code, out, err = await taskflow(client, "submit", "x", TASKFLOW_PORT="eighty")
+    assert code == 2
+    assert out == ""
+    assert err.strip().count("\n") == 0
+    assert "TASKFLOW_PORT" in err

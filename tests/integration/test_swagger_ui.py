@@ -1,0 +1,106 @@
+"""The Swagger UI in a real browser: Debian's chromium, driven by Playwright, offline.
+
+Playwright's own browser downloads are never used: `executable_path` is the system
+chromium (`apt-get install chromium`; `.ci/run` installs it). The page must render every
+operation from assets served by taskflow alone; a screenshot is kept in the test's tmp
+dir (`swagger-ui.png`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Request, async_playwright
+
+from taskflow.app import create_app
+from taskflow.config import Settings
+
+AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--disable-extensions",
+    "--disable-sync",
+    "--metrics-recording-only",
+    "--no-default-browser-check",
+    "--no-first-run",
+]
+OPERATIONS = {
+    ("POST", "/tasks"),
+    ("GET", "/tasks"),
+    ("GET", "/tasks/{task_id}"),
+    ("GET", "/tasks/{task_id}/events"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/api/docs"),
+    ("GET", "/api/docs/swagger.json"),
+}
+TIMEOUT_MS = 60_000
+
+
+async def test_swagger_ui_shows_every_operation_from_local_assets(
+    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    server = await aiohttp_server(create_app(settings, poll_s=0.05))
+    requested: list[str] = []
+    failed: list[str] = []
+
+    def on_request(request: Request) -> None:
+        requested.append(request.url)
+
+    def on_failed(request: Request) -> None:
+        failed.append(f"{request.url}: {request.failure}")
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", on_request)
+            page.on("requestfailed", on_failed)
+            response = await page.goto(str(server.make_url("/api/docs")), timeout=TIMEOUT_MS)
+            assert response is not None
+            assert response.status == 200
+            await page.wait_for_selector(".opblock-summary", timeout=TIMEOUT_MS)
+            await page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
+            title = await page.locator(".info .title").inner_text()
+            methods = await page.locator(".opblock-summary-method").all_inner_texts()
+            paths = await page.locator(".opblock-summary-path").all_inner_texts()
+            await page.screenshot(path=tmp_path / "swagger-ui.png", full_page=True)
+            create = page.locator("#operations-tasks-createTask")
+            await create.locator(".opblock-summary").click()
+            await create.locator(".body-param__example, .highlight-code").first.wait_for(
+                timeout=TIMEOUT_MS
+            )
+            create_text = await create.inner_text()
+            await page.screenshot(path=tmp_path / "swagger-ui-create.png", full_page=True)
+        finally:
+            await browser.close()
+
+    assert title.startswith("taskflow")
+    shown = {
+        (m.strip(), p.strip().replace("\u200b", "")) for m, p in zip(methods, paths, strict=True)
+    }
+    assert shown == OPERATIONS
+    assert "Idempotency-Key" in create_text  # the header, with the body's example:
+    assert '"title": "resize"' in create_text
+    assert not failed
+    assert requested  # the page, its assets and the document
+    hosts = {urlsplit(url).hostname for url in requested}
+    assert hosts == {"127.0.0.1"}, requested  # nothing left this machine
+    assert any(url.endswith("/api/docs/swagger.json") for url in requested)
+    assert (tmp_path / "swagger-ui.png").stat().st_size > 0

@@ -1,0 +1,208 @@
+"""The dispatcher against the in-memory store: claims only for idle processors."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from taskflow.actors.dispatcher import Dispatcher
+from taskflow.errors import StoreError, StoreUnavailable
+from taskflow.metrics import Metrics
+from taskflow.models import Claim, Status
+from tests.unit.helpers import eventually, new_task, sample
+from tests.unit.memory_store import MemoryStore
+
+OWNER = "instance-a"
+
+
+class CountingStore(MemoryStore):
+    """Checks, at every claim, that claimed-but-unfinished attempts never exceed the slots."""
+
+    def __init__(self, slots: int) -> None:
+        super().__init__()
+        self.slots = slots
+        self.freed = 0
+        self.most_outstanding = 0
+
+    def _start_attempt(self, task_id: uuid.UUID, owner: str, lease_s: float) -> Claim:
+        claim = super()._start_attempt(task_id, owner, lease_s)
+        started = sum(1 for t in self.tasks.values() if t.attempts > 0)
+        self.most_outstanding = max(self.most_outstanding, started - self.freed)
+        assert started - self.freed <= self.slots, "claimed more than there are idle processors"
+        return claim
+
+
+async def add_tasks(store: MemoryStore, count: int) -> list[uuid.UUID]:
+    result = await store.insert_tasks([new_task(f"t{i}") for i in range(count)])
+    return [task.id for task in result.created]
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Tasks to cancel (and await) when the test ends."""
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_never_claims_more_than_the_free_slots(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = CountingStore(slots=3)
+    ids = await add_tasks(store, 20)
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=3, poll_s=0.01)
+    running.append(asyncio.create_task(dispatcher.run()))
+
+    done: list[Claim] = []
+    async with asyncio.timeout(10):
+        while len(done) < 20:
+            claim = await dispatcher.outbox.get()
+            for _ in range(3):  # let the dispatcher try to over-claim
+                await asyncio.sleep(0)
+            store.freed += 1
+            done.append(claim)
+            dispatcher.slot_freed()
+
+    assert sorted(c.task_id for c in done) == sorted(ids)
+    assert store.most_outstanding == 3
+    assert all(args[2] <= 3 for op, args in store.calls if op == "claim")
+
+
+async def test_claims_nothing_while_every_processor_is_busy(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = MemoryStore()
+    await add_tasks(store, 5)
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=2, poll_s=0.01)
+    running.append(asyncio.create_task(dispatcher.run()))
+    await eventually(dispatcher.outbox.full)
+    claims_so_far = store.count("claim")
+    dispatcher.wake()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert store.count("claim") == claims_so_far
+    assert sum(t.status is Status.IN_PROGRESS for t in store.tasks.values()) == 2
+
+
+async def test_tasks_offered_by_intake_are_claimed_by_id(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = MemoryStore()
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=10, poll_s=60)
+    running.append(asyncio.create_task(dispatcher.run()))
+    await eventually(lambda: store.count("claim") == 1)  # the first poll finds nothing
+
+    result = await store.insert_tasks([new_task(f"t{i}") for i in range(4)])
+    dispatcher.offer(result.created)
+    await eventually(lambda: dispatcher.outbox.qsize() == 4)
+
+    claimed = [dispatcher.outbox.get_nowait() for _ in range(4)]
+    assert [c.task_id for c in claimed] == [t.id for t in result.created]
+    assert all(c.attempt == 1 for c in claimed)
+    assert store.count("claim_new") == 1
+    assert sample(metrics, "taskflow_status_changes_total", status="in_progress") == 4
+
+
+async def test_an_expired_lease_is_claimed_again_as_a_new_attempt(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = MemoryStore()
+    [task_id] = await add_tasks(store, 1)
+    [(first, _)] = await store.claim("instance-b", 30, 10)  # another instance, then it dies
+    store.advance(31)
+
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    running.append(asyncio.create_task(dispatcher.run()))
+    claim = await asyncio.wait_for(dispatcher.outbox.get(), 10)
+
+    assert (claim.task_id, claim.attempt) == (task_id, first.attempt + 1)
+    assert store.leases[task_id].owner == OWNER
+    assert sample(metrics, "taskflow_lease_recoveries_total") == 1
+
+
+@pytest.mark.parametrize("error", [StoreUnavailable("down"), StoreError("deadlock")])
+async def test_a_failed_claim_is_retried(
+    metrics: Metrics, running: list[asyncio.Task[None]], error: Exception
+) -> None:
+    store = MemoryStore()
+    ids = await add_tasks(store, 3)
+    store.fail("claim", error, error)
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    running.append(asyncio.create_task(dispatcher.run()))
+    async with asyncio.timeout(10):
+        claims = [await dispatcher.outbox.get() for _ in range(3)]
+    assert sorted(c.task_id for c in claims) == sorted(ids)
+    assert store.count("claim") >= 3
+
+
+async def test_cancelling_is_not_lost_when_a_wake_up_arrives_at_the_same_time(
+    metrics: Metrics,
+) -> None:
+    """A wake-up (a NOTIFY) racing with the pipeline's cancel must not keep it running."""
+    store = MemoryStore()
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=60)
+    task = asyncio.create_task(dispatcher.run())
+    await eventually(lambda: store.count("claim") == 1)
+    for _ in range(5):
+        await asyncio.sleep(0)  # now asleep until the next wake-up or poll
+
+    dispatcher.wake()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    if not done:  # clean up before failing
+        dispatcher.claiming = True
+        task.cancel()
+    assert done, "the dispatcher ignored its cancellation"
+    assert task.cancelled()
+
+
+async def test_stop_takes_back_unstarted_claims_and_claims_no_more(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = MemoryStore()
+    ids = await add_tasks(store, 3)
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    running.append(asyncio.create_task(dispatcher.run()))
+    await eventually(lambda: dispatcher.outbox.qsize() == 3)
+
+    taken = await dispatcher.stop(timeout=5)
+    assert sorted(c.task_id for c in taken) == sorted(ids)
+    assert dispatcher.outbox.empty()
+
+    await add_tasks(store, 2)
+    calls = len(store.calls)
+    dispatcher.wake()
+    dispatcher.slot_freed()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert len(store.calls) == calls
+
+
+async def test_stop_waits_for_a_claim_in_flight_and_takes_it_back(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    """A claim committed while stopping is handed back, not left to its lease."""
+    store = MemoryStore()
+    ids = await add_tasks(store, 2)
+    store.hold("claim")
+    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    running.append(asyncio.create_task(dispatcher.run()))
+    await store.entered("claim")
+
+    stopping = asyncio.create_task(dispatcher.stop(timeout=10))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not stopping.done(), "stop() did not wait for the claim in flight"
+    store.let_go("claim")
+    taken = await asyncio.wait_for(stopping, 10)
+    assert sorted(c.task_id for c in taken) == sorted(ids)

@@ -1,0 +1,177 @@
+"""The intake actor against the in-memory store: group commit, overload, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from taskflow.actors.intake import Intake
+from taskflow.errors import IdempotencyConflict, Overloaded, StoreError, StoreUnavailable
+from taskflow.metrics import Metrics
+from taskflow.models import Status, Task
+from tests.unit.helpers import new_task, sample
+from tests.unit.memory_store import MemoryStore
+
+
+@dataclass
+class Created:
+    """What intake handed to the dispatcher."""
+
+    batches: list[list[Task]] = field(default_factory=list)
+
+    def __call__(self, tasks: Sequence[Task]) -> None:
+        self.batches.append(list(tasks))
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [task for batch in self.batches for task in batch]
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def created() -> Created:
+    return Created()
+
+
+@pytest.fixture
+async def intake(store: MemoryStore, metrics: Metrics, created: Created) -> AsyncIterator[Intake]:
+    intake = Intake(store, metrics, queue_size=1000, on_created=created)
+    task = asyncio.create_task(intake.run())
+    yield intake
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_many_concurrent_creates_become_few_inserts(
+    store: MemoryStore, metrics: Metrics, created: Created, intake: Intake
+) -> None:
+    news = [new_task(f"t{i}") for i in range(500)]
+    accepted = await asyncio.wait_for(asyncio.gather(*(intake.submit(n) for n in news)), 10)
+
+    assert [a.task.id for a in accepted] == [n.id for n in news]
+    assert all(a.created and a.task.status is Status.NEW for a in accepted)
+    assert store.count("insert_tasks") <= 5
+    assert sum(len(args) for op, args in store.calls if op == "insert_tasks") == 500
+    assert sorted(t.id for t in created.tasks) == sorted(n.id for n in news)
+    assert sample(metrics, "taskflow_db_batch_size_count", operation="insert") == store.count(
+        "insert_tasks"
+    )
+    assert sample(metrics, "taskflow_db_batch_size_sum", operation="insert") == 500
+    assert sample(metrics, "taskflow_tasks_created_total", source="http") == 500
+
+
+async def test_creates_arriving_during_a_write_form_the_next_batch(
+    store: MemoryStore, intake: Intake
+) -> None:
+    store.hold("insert_tasks")
+    first = asyncio.create_task(intake.submit(new_task("first")))
+    await store.entered("insert_tasks")
+    rest = [asyncio.create_task(intake.submit(new_task(f"t{i}"))) for i in range(50)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    store.let_go("insert_tasks")
+    await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    assert [len(args) for op, args in store.calls if op == "insert_tasks"] == [1, 50]
+
+
+async def test_a_full_queue_answers_overloaded_at_once(
+    store: MemoryStore, metrics: Metrics, created: Created
+) -> None:
+    intake = Intake(store, metrics, queue_size=3, on_created=created)  # not running: no drain
+    waiting = [asyncio.create_task(intake.submit(new_task(f"t{i}"))) for i in range(3)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await intake.submit(new_task("one too many"))
+    assert sample(metrics, "taskflow_intake_rejected_total", reason="full") == 1
+    assert not any(w.done() for w in waiting)
+
+    runner = asyncio.create_task(intake.run())
+    try:
+        accepted = await asyncio.wait_for(asyncio.gather(*waiting), 10)
+        assert all(a.created for a in accepted)
+        assert len(store.tasks) == 3
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_repeat_with_the_same_key_and_body_returns_the_first_task(
+    store: MemoryStore, created: Created, intake: Intake
+) -> None:
+    first = await intake.submit(new_task("resize", key="k-1", w=100))
+    again = await intake.submit(new_task("resize", key="k-1", w=100))
+    assert first.created
+    assert not again.created
+    assert again.task.id == first.task.id
+    assert len(store.tasks) == 1
+    assert created.tasks == [first.task]
+
+
+async def test_the_same_key_with_another_body_is_a_conflict(intake: Intake) -> None:
+    first = await intake.submit(new_task("resize", key="k-1", w=100))
+    with pytest.raises(IdempotencyConflict) as caught:
+        await intake.submit(new_task("resize", key="k-1", w=200))
+    assert caught.value.details["task_id"] == str(first.task.id)
+
+
+async def test_repeats_within_one_batch_make_one_task(
+    store: MemoryStore, created: Created, intake: Intake
+) -> None:
+    same = [new_task("resize", key="k-1", w=100) for _ in range(20)]
+    other = new_task("resize", key="k-1", w=999)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(intake.submit(n) for n in [*same, other]), return_exceptions=True), 10
+    )
+    assert store.count("insert_tasks") == 1
+    accepted, conflict = results[:-1], results[-1]
+    assert isinstance(conflict, IdempotencyConflict)
+    assert len(store.tasks) == 1
+    assert len({a.task.id for a in accepted}) == 1  # type: ignore[union-attr]
+    assert sum(a.created for a in accepted) == 1  # type: ignore[union-attr]
+    assert len(created.tasks) == 1
+
+
+async def test_a_failed_write_fails_its_batch_and_intake_carries_on(
+    store: MemoryStore, metrics: Metrics, intake: Intake
+) -> None:
+    store.fail("insert_tasks", StoreUnavailable("connection refused"))
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(intake.submit(new_task("lost")), 10)
+    assert sample(metrics, "taskflow_db_up") == 0
+    store.fail("insert_tasks", StoreError("rejected"))
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(intake.submit(new_task("rejected")), 10)
+
+    accepted = await asyncio.wait_for(intake.submit(new_task("kept")), 10)
+    assert accepted.created
+    assert [t.title for t in store.tasks.values()] == ["kept"]
+    assert sample(metrics, "taskflow_db_up") == 1
+
+
+async def test_drain_refuses_new_creates_and_waits_for_queued_ones(
+    store: MemoryStore, metrics: Metrics, intake: Intake
+) -> None:
+    store.hold("insert_tasks")
+    queued = [asyncio.create_task(intake.submit(new_task(f"t{i}"))) for i in range(5)]
+    await store.entered("insert_tasks")
+    draining = asyncio.create_task(intake.drain(timeout=10))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        await intake.submit(new_task("too late"))
+    assert sample(metrics, "taskflow_intake_rejected_total", reason="stopping") == 1
+    assert not draining.done()
+    store.let_go("insert_tasks")
+    await asyncio.wait_for(draining, 10)
+    assert all(a.created for a in await asyncio.gather(*queued))

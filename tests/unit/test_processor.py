@@ -1,0 +1,192 @@
+"""The processor pool against the in-memory store (through a real status writer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import pytest
+
+from taskflow.actors.processor import ProcessorPool
+from taskflow.actors.status_writer import StatusWriter
+from taskflow.metrics import Metrics
+from taskflow.models import Claim, Status
+from tests.unit.helpers import eventually, new_task, sample
+from tests.unit.memory_store import MemoryStore
+
+OWNER = "instance-a"
+
+
+@dataclass
+class Rig:
+    """A pool of processors fed by hand, writing through a running status writer."""
+
+    store: MemoryStore
+    metrics: Metrics
+    inbox: asyncio.Queue[Claim]
+    pool: ProcessorPool
+    done: list[None]
+    tasks: list[asyncio.Task[None]]
+
+    async def claim(self, count: int) -> list[Claim]:
+        await self.store.insert_tasks([new_task(f"t{i}") for i in range(count)])
+        claims = [claim for claim, _ in await self.store.claim(OWNER, 30, count)]
+        for claim in claims:
+            self.inbox.put_nowait(claim)
+        return claims
+
+
+class MakeRig(Protocol):
+    def __call__(self, failure_rate: float, size: int = 4) -> Rig: ...
+
+
+@pytest.fixture
+async def make_rig() -> AsyncIterator[MakeRig]:
+    """Start rigs; stop them when the test ends."""
+    started: list[Rig] = []
+
+    def make(failure_rate: float, size: int = 4) -> Rig:
+        store, metrics = MemoryStore(), Metrics()
+        inbox: asyncio.Queue[Claim] = asyncio.Queue(100)
+        writer = StatusWriter(store, metrics, owner=OWNER, capacity=size)
+        done: list[None] = []
+        pool = ProcessorPool(
+            inbox,
+            writer,
+            metrics,
+            size=size,
+            work_min_s=0,
+            work_max_s=0,
+            failure_rate=failure_rate,
+            on_done=lambda: done.append(None),
+        )
+        tasks = [asyncio.create_task(writer.run(), name="status-writer")]
+        tasks += [asyncio.create_task(pool.run(i), name=f"processor-{i}") for i in range(size)]
+        rig = Rig(store, metrics, inbox, pool, done, tasks)
+        started.append(rig)
+        return rig
+
+    yield make
+    for rig in started:
+        for task in rig.tasks:
+            task.cancel()
+        await asyncio.gather(*rig.tasks, return_exceptions=True)
+
+
+def no_processor_died(rig: Rig) -> None:
+    for task in rig.tasks:
+        if task.done():
+            raise AssertionError(f"{task.get_name()} died: {task.exception()!r}")
+
+
+async def test_failure_rate_0_completes_every_task(make_rig: MakeRig) -> None:
+    rig: Rig = make_rig(failure_rate=0.0)
+    claims = await rig.claim(10)
+    await eventually(lambda: len(rig.done) == 10)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
+
+    for claim in claims:
+        task = rig.store.tasks[claim.task_id]
+        assert task.status is Status.COMPLETED
+        assert task.result is not None
+        assert task.error is None
+        assert task.finished_at is not None
+        assert rig.store.history(claim.task_id) == [
+            (Status.NEW, 0),
+            (Status.IN_PROGRESS, 1),
+            (Status.COMPLETED, 1),
+        ]
+    assert sample(rig.metrics, "taskflow_status_changes_total", status="completed") == 10
+    assert sample(rig.metrics, "taskflow_processing_seconds_count", status="completed") == 10
+    assert rig.pool.in_flight == {}
+    assert await rig.pool.wait_idle(1)
+    no_processor_died(rig)
+
+
+async def test_failure_rate_1_fails_every_task(make_rig: MakeRig) -> None:
+    rig: Rig = make_rig(failure_rate=1.0)
+    claims = await rig.claim(10)
+    await eventually(lambda: len(rig.done) == 10)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
+
+    for claim in claims:
+        task = rig.store.tasks[claim.task_id]
+        assert task.status is Status.FAILED
+        assert task.error
+        assert task.result is None
+        assert [s for s, _ in rig.store.history(claim.task_id)] == [
+            Status.NEW,
+            Status.IN_PROGRESS,
+            Status.FAILED,
+        ]
+    assert sample(rig.metrics, "taskflow_status_changes_total", status="failed") == 10
+    no_processor_died(rig)
+
+
+async def test_a_fenced_outcome_is_not_written_and_the_processor_carries_on(
+    make_rig: MakeRig,
+) -> None:
+    rig: Rig = make_rig(failure_rate=0.0)
+    await rig.store.insert_tasks([new_task("stolen")])
+    [(stale, _)] = await rig.store.claim(OWNER, 30, 1)
+    rig.store.advance(31)  # our lease ran out; another instance took the task over
+    [(current, recovered)] = await rig.store.claim("instance-b", 30, 1)
+    assert recovered
+
+    rig.inbox.put_nowait(stale)
+    await eventually(lambda: len(rig.done) == 1)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
+    task = rig.store.tasks[stale.task_id]
+    assert (task.status, task.attempts) == (Status.IN_PROGRESS, current.attempt)
+    assert sample(rig.metrics, "taskflow_fenced_writes_total") == 1
+
+    fresh = await rig.claim(1)
+    await eventually(lambda: len(rig.done) == 2)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
+    assert rig.store.tasks[fresh[0].task_id].status is Status.COMPLETED
+    no_processor_died(rig)
+
+
+async def test_two_attempts_of_one_task_in_this_instance_do_not_crash_a_processor(
+    make_rig: MakeRig,
+) -> None:
+    """After an outage longer than the lease, an instance may claim its own task again."""
+    rig: Rig = make_rig(failure_rate=0.0, size=2)
+    await rig.store.insert_tasks([new_task("twice")])
+    [(first, _)] = await rig.store.claim(OWNER, 30, 1)
+    rig.store.advance(31)
+    [(second, _)] = await rig.store.claim(OWNER, 30, 1)
+    assert first.task_id == second.task_id
+    assert second.attempt == first.attempt + 1
+
+    rig.inbox.put_nowait(first)
+    rig.inbox.put_nowait(second)
+    await eventually(lambda: len(rig.done) == 2)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+    no_processor_died(rig)
+    task = rig.store.tasks[first.task_id]
+    assert (task.status, task.attempts) == (Status.COMPLETED, 2)
+    assert sample(rig.metrics, "taskflow_fenced_writes_total") == 1
+    assert rig.pool.in_flight == {}
+    assert await rig.pool.wait_idle(1)
+
+
+async def test_in_flight_lists_the_running_attempts(make_rig: MakeRig) -> None:
+    rig: Rig = make_rig(failure_rate=0.0, size=3)
+    rig.store.hold("finish")
+    claims = await rig.claim(3)
+    await eventually(lambda: rig.store.count("finish") >= 1 and len(rig.pool.in_flight) == 3)
+    assert set(rig.pool.in_flight) == {c.task_id for c in claims}
+    assert not await rig.pool.wait_idle(0.01)
+    # A processor frees its slot for the dispatcher once its outcome is handed over,
+    # before the commit; it stays in flight (and not idle) until the commit.
+    await eventually(lambda: len(rig.done) == 3)
+    assert len(rig.pool.in_flight) == 3
+    rig.store.let_go("finish")
+    assert await rig.pool.wait_idle(1)
+    assert rig.pool.in_flight == {}
