@@ -64,7 +64,7 @@ async def environment(options: BenchOptions, client: str) -> dict[str, object]:
 async def run_bench(options: BenchOptions) -> Report:
     """Run every scenario of `options` and return the report."""
     client = choose_client(options.client)
-    ctx = Context(options, client, Progress(options.progress and sys.stderr.isatty()))
+    ctx = Context(options, client, Progress(options.progress))
     report = Report(await environment(options, client), options.repetitions)
     for name in options.scenarios:
         try:

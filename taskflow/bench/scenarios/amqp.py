@@ -83,14 +83,13 @@ async def taskflow_rate(
             if state != "consuming":
                 return state, None
             async with connection.channel() as channel:
-                with ctx.progress.bar(f"{label} publishing", count, "msg") as bar:
-                    await publish(channel, config.amqp_queue, count, bar.update)
+                with ctx.progress.bar(f"{label} publishing", count) as bar:
+                    await publish(channel, config.amqp_queue, count, bar.advance)
             async with ctx.service(config):
-                with ctx.progress.bar(f"{label} consuming", count, "msg") as bar:
+                with ctx.progress.bar(f"{label} consuming", count) as bar:
                     async with asyncio.timeout(60 + count / 200):
                         while (done := await db.source_count("amqp")) < count:
-                            bar.n = done
-                            bar.refresh()
+                            bar.set(done)
                             await asyncio.sleep(0.05)
             window = await db.creation_window("amqp", LOW, HIGH)
         finally:
@@ -162,14 +161,13 @@ async def raw_consume_rate(
         await channel.set_qos(prefetch_count=PREFETCH)
         queue = await channel.declare_queue(name, durable=True)
         try:
-            with ctx.progress.bar(f"{label} baseline publishing", count, "msg") as bar:
-                await publish(channel, name, count, bar.update)
-            with ctx.progress.bar(f"{label} baseline consuming", count, "msg") as bar:
+            with ctx.progress.bar(f"{label} baseline publishing", count) as bar:
+                await publish(channel, name, count, bar.advance)
+            with ctx.progress.bar(f"{label} baseline consuming", count) as bar:
                 tag = await queue.consume(on_message)
                 async with asyncio.timeout(60 + count / 200):
                     while not done.is_set():
-                        bar.n = len(acked)
-                        bar.refresh()
+                        bar.set(len(acked))
                         try:
                             await asyncio.wait_for(done.wait(), 0.2)
                         except TimeoutError:

@@ -52,9 +52,9 @@ async def run(ctx: Context) -> ScenarioResult:
 async def peak_rss_with_backlog(ctx: Context, tasks: int, label: str) -> float:
     """Peak RSS (MiB) of the service over `--backlog-seconds` with `tasks` waiting."""
     async with ctx.database() as db:
-        with ctx.progress.bar(f"{label}: inserting", tasks, "task") as bar:
+        with ctx.progress.bar(f"{label}: inserting", tasks) as bar:
             await db.insert_waiting(tasks)
-            bar.update(tasks)
+            bar.advance(tasks)
         config = ctx.service_config(db.url, work_s=WORK_S)
         async with ctx.service(config) as service:
             seconds = ctx.options.backlog_seconds

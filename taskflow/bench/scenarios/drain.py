@@ -50,15 +50,14 @@ async def process_waiting(
     ctx: Context, db: BenchDatabase, config: ServiceConfig, tasks: int, label: str
 ) -> dict[str, float]:
     """Copy `tasks` waiting tasks in, start the service, wait until all are terminal."""
-    with ctx.progress.bar(f"{label} inserting", tasks, "task") as bar:
+    with ctx.progress.bar(f"{label} inserting", tasks) as bar:
         await db.insert_waiting(tasks)
-        bar.update(tasks)
+        bar.advance(tasks)
     async with ctx.service(config) as service:
-        with ctx.progress.bar(f"{label} processing", tasks, "task") as bar:
+        with ctx.progress.bar(f"{label} processing", tasks) as bar:
 
             def show(done: int) -> None:
-                bar.n = done
-                bar.refresh()
+                bar.set(done)
 
             await db.wait_terminal(tasks, timeout_for(tasks, config), show)
         peak = service.peak_rss_kib()

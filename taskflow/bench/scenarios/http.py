@@ -99,11 +99,10 @@ async def _settle(ctx: Context, db: BenchDatabase | None) -> None:
     if db is None:
         return
     total, terminal = await db.progress()
-    with ctx.progress.bar("http: processing the accepted tasks", total, "task") as bar:
+    with ctx.progress.bar("http: processing the accepted tasks", total) as bar:
 
         def show(done: int) -> None:
-            bar.n = done
-            bar.refresh()
+            bar.set(done)
 
-        bar.update(terminal)
+        bar.advance(terminal)
         await db.wait_terminal(total, SETTLE_TIMEOUT_S, show)
