@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import ClientError, ClientSession, ClientTimeout
 
 from taskflow.errors import TaskflowError
+
+log = structlog.get_logger(__name__)
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -172,6 +175,13 @@ class ChildProcess:
             self._log.close()
             if proc is not None and proc.returncode == 0:
                 await asyncio.to_thread(Path(self._log.name).unlink, missing_ok=True)
+            elif proc is not None:
+                log.warning(
+                    "bench child exited with an error; its output is kept",
+                    child=self.name,
+                    exit_code=proc.returncode,
+                    log=self._log.name,
+                )
 
 
 class Deployment:
