@@ -19,7 +19,7 @@ from taskflow.db.queries import parse_queries, schema_sql
 
 _NAME = re.compile(r"^taskflow_bench_[0-9a-f]{12}$")
 COPY_CHUNK = 10_000
-POLL_S = 0.05
+POLL_S = 0.25  # each look is a count over the tasks table: not too often
 
 
 @cache

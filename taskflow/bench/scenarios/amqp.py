@@ -20,6 +20,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from taskflow.bench.database import POLL_S
 from taskflow.bench.report import MetricSpec, Outcome, ScenarioResult, Target
 from taskflow.bench.scenarios.context import Context
 from taskflow.bench.service import Deployment, ServiceConfig
@@ -90,7 +91,7 @@ async def taskflow_rate(
                     async with asyncio.timeout(60 + count / 200):
                         while (done := await db.source_count("amqp")) < count:
                             bar.set(done)
-                            await asyncio.sleep(0.05)
+                            await asyncio.sleep(POLL_S)
             window = await db.creation_window("amqp", LOW, HIGH)
         finally:
             await _delete_queues(connection, config.amqp_queue)
