@@ -34,6 +34,9 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # Raised by a connection that the server closed in the middle of an operation
+    # ("cannot switch to state …"): the connection is gone, not the query refused.
+    asyncpg.exceptions.InternalClientError,
 )
 
 # How long one store call may take, connection wait and query together.
