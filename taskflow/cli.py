@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -17,6 +18,8 @@ import uvloop
 from aiohttp import web
 
 from taskflow import __version__
+from taskflow.bench.options import add_arguments as add_bench_arguments
+from taskflow.bench.options import from_args as bench_options
 from taskflow.config import Settings
 from taskflow.errors import ConfigError, TaskflowError
 from taskflow.submit import BadInput, post_many, post_one, publish_many, publish_one, read_bodies
@@ -50,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--file", default=None, help="JSON lines, one task body per line ('-' for stdin)"
     )
+    bench = commands.add_parser(
+        "bench",
+        help="start a service, drive it, and print rates against baselines",
+        description="Scenarios: http, amqp, drain, capacity, backlog (see the README's "
+        "Performance section). Progress on stderr, the table (or --json) on stdout.",
+    )
+    add_bench_arguments(bench)
     return parser
 
 
@@ -63,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command == "bench":
+        from taskflow.bench.runner import main as bench_main  # noqa: PLC0415
+
+        return bench_main(bench_options(args, settings.amqp_url))
     return submit(settings, args)
 
 
@@ -81,6 +95,7 @@ def serve(settings: Settings) -> int:
         signal.raise_signal(signal.SIGTERM)
 
     app = create_app(settings, amqp=True, on_failure=stop_on_failure)
+    tune_gc()
     try:
         web.run_app(
             app,
@@ -103,6 +118,18 @@ def serve(settings: Settings) -> int:
         return 1
     log.info("taskflow stopped")
     return 0
+
+
+def tune_gc() -> None:
+    """Fewer garbage collections for a process that allocates per request.
+
+    CPython's default (a young collection every 700 allocations) runs hundreds of
+    times a second under load, and each pause adds to the latency of every request in
+    flight. Every 50,000 allocations instead: the p99 of `POST /tasks` at 64
+    connections went from about 36 to 28 ms in the bench (creates/s within the noise);
+    the memory cost is a few MB. (`gc.freeze()` at start-up was tried: no gain.)
+    """
+    gc.set_threshold(50_000, 50, 100)
 
 
 def submit(settings: Settings, args: argparse.Namespace) -> int:

@@ -38,7 +38,11 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
+        # Module-level loggers become the configured bound logger on first use instead
+        # of building a new one on every call (structlog's performance advice): a
+        # filtered-out level is then a no-op method. configure_logging runs once, in
+        # `serve`, before any logging.
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -95,6 +99,11 @@ class AccessLogger(AbstractAccessLogger):
     """
 
     _log = structlog.get_logger("taskflow.access")
+
+    @property
+    def enabled(self) -> bool:
+        """False below the configured level, so aiohttp skips the access log entirely."""
+        return bool(self._log.is_enabled_for(logging.INFO))
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Log one finished request."""

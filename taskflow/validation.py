@@ -143,20 +143,67 @@ class TaskCreateSchema(ma.Schema):
 
 
 _schema = TaskCreateSchema()
+_FIELDS = frozenset(("title", "description", "payload"))
 
 
-def load_new_task(data: Any, source: Source, idempotency_key: str | None = None) -> NewTask:
-    """Validate a decoded body and build the `NewTask`; raise `ValidationFailed`."""
+def quick_load(data: Any) -> dict[str, Any] | None:
+    """`TaskCreateSchema().load(data)` for a body that is valid, else None.
+
+    The schema stays the rule: this checks the same rules without marshmallow's
+    machinery (a third of the CPU of `POST /tasks`), and answers None for anything it
+    does not accept, so the schema then produces the result and its error messages.
+    tests/unit/test_quick_load.py checks both agree.
+    """
+    if type(data) is not dict or not data.keys() <= _FIELDS:
+        return None
+    title = data.get("title")
+    if type(title) is not str or not 1 <= len(title) <= TITLE_MAX or unstorable(title):
+        return None
+    description = data.get("description")
+    if description is not None and (
+        type(description) is not str
+        or len(description) > DESCRIPTION_MAX
+        or unstorable(description)
+    ):
+        return None
+    payload = data.get("payload", _MISSING)
+    if payload is _MISSING:
+        payload = {}
+    elif type(payload) is not dict or unstorable(payload):
+        return None
+    else:
+        try:
+            if len(orjson.dumps(payload)) > PAYLOAD_MAX_BYTES:
+                return None
+        except (TypeError, orjson.JSONEncodeError):
+            return None
+        payload = dict(payload)
+    return {"title": title, "description": description, "payload": payload}
+
+
+_MISSING: Any = object()
+
+
+def load_task_fields(data: Any) -> dict[str, Any]:
+    """Validate a decoded body with `TaskCreateSchema`; raise `ValidationFailed`."""
     if not isinstance(data, dict):
         raise ValidationFailed(
             "the body must be a JSON object",
             {"_schema": [f"Expected a JSON object, got {type(data).__name__}."]},
         )
+    fields = quick_load(data)
+    if fields is not None:
+        return fields
     try:
-        fields = _schema.load(data)
+        loaded: dict[str, Any] = _schema.load(data)
     except ma.ValidationError as exc:
         raise ValidationFailed("the task is not valid", as_details(exc.messages)) from None
-    return build_new_task(fields, source, idempotency_key)
+    return loaded
+
+
+def load_new_task(data: Any, source: Source, idempotency_key: str | None = None) -> NewTask:
+    """Validate a decoded body and build the `NewTask`; raise `ValidationFailed`."""
+    return build_new_task(load_task_fields(data), source, idempotency_key)
 
 
 def build_new_task(fields: dict[str, Any], source: Source, idempotency_key: str | None) -> NewTask:

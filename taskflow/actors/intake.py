@@ -8,6 +8,7 @@ timer. A full inbox answers `Overloaded` at once; it never grows.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -114,13 +115,13 @@ class Intake:
         self._metrics.db_batch_size.labels("insert").observe(len(live))
         self._metrics.db_batch_seconds.labels("insert").observe(loop.time() - started)
         created = {task.id: task for task in result.created}
+        by_source: Counter[str] = Counter()
         for new, fut in live:
             if fut.done():
                 continue
             task = created.get(new.id)
             if task is not None:
-                self._metrics.tasks_created.labels(new.source.value).inc()
-                self._metrics.status_changes.labels("new").inc()
+                by_source[new.source.value] += 1
                 log.info("task created", task_id=str(task.id), source=new.source.value)
                 fut.set_result(Accepted(task, created=True))
                 continue
@@ -138,6 +139,9 @@ class Intake:
                         {"idempotency_key": new.idempotency_key, "task_id": str(found.id)},
                     )
                 )
+        for source, count in by_source.items():  # once per batch: labels() is not free
+            self._metrics.tasks_created.labels(source).inc(count)
+        self._metrics.status_changes.labels("new").inc(by_source.total())
         if result.created:
             self._on_created(result.created)
 

@@ -27,8 +27,28 @@ from taskflow.models import Claim, Outcome, Status
 log = structlog.get_logger(__name__)
 
 
+class _Slot:
+    """Tells the dispatcher once, and only once, that a processor can take another claim."""
+
+    __slots__ = ("_on_free",)
+
+    def __init__(self, on_free: Callable[[], None]) -> None:
+        self._on_free: Callable[[], None] | None = on_free
+
+    def free(self) -> None:
+        if self._on_free is not None:
+            on_free, self._on_free = self._on_free, None
+            on_free()
+
+
 class ProcessorPool:
-    """`size` processors sharing one bounded inbox of claims."""
+    """`size` processors sharing one bounded inbox of claims.
+
+    `on_done` is called once per attempt, as soon as its processor can take another
+    claim: when the outcome is handed to the status writer (or the attempt ended some
+    other way). The attempt stays in `in_flight`, and the pool not idle, until the
+    outcome is committed.
+    """
 
     def __init__(
         self,
@@ -51,6 +71,11 @@ class ProcessorPool:
         self._failure_rate = failure_rate
         self._on_done = on_done
         self._rng = rng or random.Random()
+        # The histogram child per outcome, looked up once (`labels()` is not free).
+        self._durations = {
+            status: metrics.processing_seconds.labels(status.value)
+            for status in (Status.COMPLETED, Status.FAILED)
+        }
         # The latest attempt of each task running here: what the lease keeper renews.
         # The dispatcher never claims a task listed here again, but should two attempts
         # of a task meet anyway, the older one must not evict the newer one's entry.
@@ -64,30 +89,35 @@ class ProcessorPool:
 
     async def run(self, index: int) -> None:
         """The loop of processor number `index`: one attempt after another, until cancelled."""
+        # Each processor is its own asyncio task with its own context: `actor` is bound
+        # once for its lifetime, the attempt's keys per attempt (see `_attempt`).
+        structlog.contextvars.bind_contextvars(actor=f"processor-{index}")
         while True:
             claim = await self._inbox.get()
             self.in_flight[claim.task_id] = claim
             self._busy += 1
             self._idle.clear()
+            slot = _Slot(self._on_done)
             try:
-                await self._attempt(claim, index)
+                await self._attempt(claim, slot)
             finally:
                 self._busy -= 1
                 if self.in_flight.get(claim.task_id) is claim:
                     del self.in_flight[claim.task_id]
                 if self._busy == 0:
                     self._idle.set()
-                self._on_done()
+                slot.free()
 
-    async def _attempt(self, claim: Claim, index: int) -> None:
+    async def _attempt(self, claim: Claim, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with structlog.contextvars.bound_contextvars(
-            task_id=str(claim.task_id),
-            attempt=claim.attempt,
-            source=claim.source.value,
-            actor=f"processor-{index}",
-        ):
+        # bind + reset rather than bound_contextvars(): the same context for every log
+        # line of the attempt, without reading the whole context and re-binding it
+        # (a quarter of the service's CPU when draining at 2,000 processors).
+        tokens = structlog.contextvars.bind_contextvars(
+            task_id=str(claim.task_id), attempt=claim.attempt, source=claim.source.value
+        )
+        try:
             log.info("status changed", status=Status.IN_PROGRESS.value)
             low, high = self._work
             work_s = self._rng.uniform(low, high) if high > 0 else 0.0
@@ -103,6 +133,10 @@ class ProcessorPool:
                 outcome = Outcome(claim, Status.FAILED, error="emulated processing failure")
             else:
                 outcome = Outcome(claim, Status.COMPLETED, result={"work_s": round(work_s, 3)})
+            # The work is done: let the dispatcher claim this processor's next task while
+            # the outcome is being committed (the claim waits in the bounded inbox until
+            # then), so claims and outcome writes overlap instead of alternating.
+            slot.free()
             try:
                 written = await self._writer.write(outcome)
             except TaskflowError as exc:
@@ -112,7 +146,7 @@ class ProcessorPool:
                 return
             if written:
                 duration = loop.time() - started
-                self._metrics.processing_seconds.labels(outcome.status.value).observe(duration)
+                self._durations[outcome.status].observe(duration)
                 log.info(
                     "status changed", status=outcome.status.value, duration_s=round(duration, 4)
                 )
@@ -121,6 +155,8 @@ class ProcessorPool:
                     "outcome fenced off: another attempt holds the task",
                     status=outcome.status.value,
                 )
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     def abandon(self) -> None:
         """End the work of every attempt still working, now and from now on.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 
 import structlog
 
@@ -99,13 +100,19 @@ class StatusWriter:
             return
 
     def _resolve(self, live: list[_Request], written: set[tuple[uuid.UUID, int]]) -> None:
+        changes: Counter[str] = Counter()
+        fenced = 0
         for outcome, fut in live:
             ok = (outcome.claim.task_id, outcome.claim.attempt) in written
             if ok:
-                self._metrics.status_changes.labels(outcome.status.value).inc()
+                changes[outcome.status.value] += 1
             else:
-                self._metrics.fenced_writes.inc()
+                fenced += 1
             fut.set_result(ok)
+        for status, count in changes.items():  # once per batch: labels() is not free
+            self._metrics.status_changes.labels(status).inc(count)
+        if fenced:
+            self._metrics.fenced_writes.inc(fenced)
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most `timeout`) until every handed-over outcome is written."""

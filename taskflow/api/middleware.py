@@ -109,6 +109,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         method = request.method if request.method in _METHODS else "other"
-        request.app[METRICS].http_seconds.labels(route, method, str(status)).observe(
+        request.app[METRICS].http_latency(route, method, status).observe(
             time.perf_counter() - started
         )

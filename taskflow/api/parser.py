@@ -12,14 +12,70 @@ from typing import Any, NoReturn
 import marshmallow as ma
 from aiohttp import web
 from webargs import core
+from webargs._types import ArgMap, ValidateArg
 from webargs.aiohttpparser import AIOHTTPParser
 
+from taskflow.api.schemas import IdempotencyHeaderSchema
 from taskflow.errors import BadRequest, UnsupportedMediaType, ValidationFailed
-from taskflow.validation import as_details, decode_json
+from taskflow.validation import (
+    IDEMPOTENCY_KEY_MAX,
+    TaskCreateSchema,
+    as_details,
+    decode_json,
+    quick_load,
+    unstorable,
+)
 
 
 class TaskflowParser(AIOHTTPParser):
-    """Strict JSON (415 for other types, 400 for broken JSON); errors as TaskflowErrors."""
+    """Strict JSON (415 for other types, 400 for broken JSON); errors as TaskflowErrors.
+
+    The two schemas of `POST /tasks` have a fast path for valid input (webargs and
+    marshmallow were a third of the route's CPU); anything else takes webargs' way, so
+    errors look exactly as before.
+    """
+
+    async def parse(
+        self,
+        argmap: ArgMap[web.Request],
+        req: web.Request | None = None,
+        *,
+        location: str | None = None,
+        unknown: str | None = core._UNKNOWN_DEFAULT_PARAM,
+        validate: ValidateArg = None,
+        error_status_code: int | None = None,
+        error_headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """webargs' `parse`, with the fast path for the create route's schemas."""
+        if req is not None and validate is None:
+            quick = await self._quick(argmap, req, location)
+            if quick is not None:
+                return quick
+        return await super().parse(
+            argmap,
+            req,
+            location=location,
+            unknown=unknown,
+            validate=validate,
+            error_status_code=error_status_code,
+            error_headers=error_headers,
+        )
+
+    async def _quick(
+        self, argmap: ArgMap[web.Request], req: web.Request, location: str | None
+    ) -> dict[str, Any] | None:
+        if location == "headers" and type(argmap) is IdempotencyHeaderSchema:
+            # The same rules as the schema's field: absent, or 1..200 storable characters.
+            key = req.headers.get("Idempotency-Key")
+            if key is None:
+                return {}
+            if 1 <= len(key) <= IDEMPOTENCY_KEY_MAX and unstorable(key) is None:
+                return {"idempotency_key": key}
+        elif location == "json" and type(argmap) is TaskCreateSchema:
+            data = await self.load_json(req, argmap)
+            if data is not core.missing:
+                return quick_load(data)
+        return None
 
     async def load_json(self, req: web.Request, schema: ma.Schema) -> Any:
         """Decode the body; an absent body is `missing` (then required fields fail)."""

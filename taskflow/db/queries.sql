@@ -77,6 +77,8 @@ SELECT status, attempt, at FROM task_events WHERE task_id = $1 ORDER BY id;
 -- $4 are the tasks this instance is still running: their lease may have run out (a paused
 -- process, an outage longer than the lease) but the attempt is alive and will renew it or
 -- be fenced, so this instance never starts a second attempt of a task next to its own.
+-- The UPDATE finds the picked rows by primary key (`= ANY(ARRAY(...))`): joined to the
+-- CTE instead, the planner read the whole table into a hash (O(table) per claim).
 WITH fresh AS (
     SELECT id FROM tasks WHERE status = 'new'
     ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
@@ -91,7 +93,7 @@ WITH fresh AS (
     SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
         updated_at = clock_timestamp(), lease_owner = $1,
         lease_expires_at = now() + make_interval(secs => $2)
-    FROM picked WHERE t.id = picked.id
+    WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.attempts, t.source, t.started_at, (t.attempts > 1) AS recovered
 ), events AS (
     INSERT INTO task_events (task_id, status, attempt, at)

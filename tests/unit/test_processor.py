@@ -85,6 +85,7 @@ async def test_failure_rate_0_completes_every_task(make_rig: MakeRig) -> None:
     rig: Rig = make_rig(failure_rate=0.0)
     claims = await rig.claim(10)
     await eventually(lambda: len(rig.done) == 10)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
 
     for claim in claims:
         task = rig.store.tasks[claim.task_id]
@@ -108,6 +109,7 @@ async def test_failure_rate_1_fails_every_task(make_rig: MakeRig) -> None:
     rig: Rig = make_rig(failure_rate=1.0)
     claims = await rig.claim(10)
     await eventually(lambda: len(rig.done) == 10)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
 
     for claim in claims:
         task = rig.store.tasks[claim.task_id]
@@ -135,12 +137,14 @@ async def test_a_fenced_outcome_is_not_written_and_the_processor_carries_on(
 
     rig.inbox.put_nowait(stale)
     await eventually(lambda: len(rig.done) == 1)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
     task = rig.store.tasks[stale.task_id]
     assert (task.status, task.attempts) == (Status.IN_PROGRESS, current.attempt)
     assert sample(rig.metrics, "taskflow_fenced_writes_total") == 1
 
     fresh = await rig.claim(1)
     await eventually(lambda: len(rig.done) == 2)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
     assert rig.store.tasks[fresh[0].task_id].status is Status.COMPLETED
     no_processor_died(rig)
 
@@ -160,6 +164,7 @@ async def test_two_attempts_of_one_task_in_this_instance_do_not_crash_a_processo
     rig.inbox.put_nowait(first)
     rig.inbox.put_nowait(second)
     await eventually(lambda: len(rig.done) == 2)
+    assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
     for _ in range(10):
         await asyncio.sleep(0)
 
@@ -178,6 +183,10 @@ async def test_in_flight_lists_the_running_attempts(make_rig: MakeRig) -> None:
     await eventually(lambda: rig.store.count("finish") >= 1 and len(rig.pool.in_flight) == 3)
     assert set(rig.pool.in_flight) == {c.task_id for c in claims}
     assert not await rig.pool.wait_idle(0.01)
-    rig.store.let_go("finish")
+    # A processor frees its slot for the dispatcher once its outcome is handed over,
+    # before the commit; it stays in flight (and not idle) until the commit.
     await eventually(lambda: len(rig.done) == 3)
+    assert len(rig.pool.in_flight) == 3
+    rig.store.let_go("finish")
+    assert await rig.pool.wait_idle(1)
     assert rig.pool.in_flight == {}

@@ -1,0 +1,111 @@
+"""`taskflow bench` end to end at toy sizes: orchestration and output, not timings."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from taskflow.bench.options import BenchOptions
+from taskflow.bench.report import Outcome
+from taskflow.bench.runner import run_bench
+from taskflow.cli import main
+from tests.conftest import ADMIN_URL, AMQP_URL
+
+TINY = BenchOptions(
+    repetitions=1,
+    database_admin_url=ADMIN_URL,
+    amqp_url=AMQP_URL,
+    client="aiohttp",
+    connections=2,
+    duration_s=0.5,
+    messages=20,
+    drain_tasks=30,
+    drain_processors=4,
+    capacity_processors=5,
+    capacity_seconds=1.0,
+    backlog_small=5,
+    backlog_large=20,
+    backlog_seconds=0.5,
+    processors=4,
+    progress=False,
+)
+
+
+async def test_every_scenario_runs_at_toy_sizes() -> None:
+    report = await run_bench(TINY)
+    results = {s.name: s for s in report.scenarios}
+    assert list(results) == ["http", "amqp", "drain", "capacity", "backlog"]
+    for name in ("http", "drain", "capacity", "backlog"):
+        assert results[name].outcome is Outcome.OK, results[name].note
+        assert len(results[name].runs) == 1
+
+    http = results["http"].runs[0]
+    assert http["creates_per_s"] > 0
+    assert http["baseline_per_s"] > 0
+    assert http["non_201"] == 0
+    assert http["p99_ms"] >= http["p50_ms"] > 0
+
+    drain = results["drain"].runs[0]
+    assert drain["tasks_per_s"] > 0
+    assert drain["bad_histories"] == 0
+    assert drain["peak_rss_mib"] > 0
+
+    capacity = results["capacity"].runs[0]
+    assert capacity["ideal_per_s"] == 5
+    assert capacity["bad_histories"] == 0
+    assert 0 < capacity["efficiency"] <= 1.5
+
+    backlog = results["backlog"].runs[0]
+    assert backlog["small_rss_mib"] > 0
+    assert backlog["large_rss_mib"] > 0
+    assert backlog["growth"] == pytest.approx(backlog["large_rss_mib"] / backlog["small_rss_mib"])
+
+    amqp = results["amqp"]
+    assert amqp.outcome is Outcome.OK, amqp.note
+    assert amqp.runs[0]["baseline_per_s"] > 0
+    if amqp.note is not None and amqp.note.startswith("consumer not available"):
+        assert math.isnan(amqp.runs[0]["tasks_per_s"])
+        assert math.isnan(amqp.runs[0]["ratio"])
+    else:
+        assert amqp.runs[0]["tasks_per_s"] > 0
+
+
+def test_command_prints_json_with_the_median_of_repetitions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "bench",
+            "drain",
+            "--repetitions=2",
+            "--drain-tasks=20",
+            "--drain-processors=4",
+            "--json",
+            "--no-progress",
+            f"--database-admin-url={ADMIN_URL}",
+        ]
+    )
+    assert code == 0
+    data = orjson.loads(capsys.readouterr().out)
+    assert data["repetitions"] == 2
+    (drain,) = data["scenarios"]
+    assert drain["scenario"] == "drain"
+    assert drain["outcome"] == "ok"
+    assert len(drain["runs"]) == 2
+    assert drain["summary"]["bad_histories"]["max"] == 0
+    rates = sorted(run["tasks_per_s"] for run in drain["runs"])
+    assert drain["summary"]["tasks_per_s"]["median"] == pytest.approx(sum(rates) / 2)
+
+
+async def test_a_service_that_cannot_start_fails_its_scenario_only() -> None:
+    broken = BenchOptions(
+        scenarios=("drain", "backlog"),
+        repetitions=1,
+        database_admin_url="postgresql://postgres@127.0.0.1:1/postgres",
+        progress=False,
+    )
+    report = await run_bench(broken)
+    assert [s.outcome for s in report.scenarios] == [Outcome.FAILED, Outcome.FAILED]
+    assert all(s.note for s in report.scenarios)

@@ -1,0 +1,58 @@
+"""`taskflow bench` arguments, as the command line parses them."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskflow.bench.options import SCENARIOS, BenchOptions, from_args
+from taskflow.cli import _parser
+
+
+def _options(*argv: str) -> BenchOptions:
+    return from_args(_parser().parse_args(["bench", *argv]), "amqp://from-settings/")
+
+
+def test_defaults_run_every_scenario_three_times() -> None:
+    o = _options()
+    assert o.scenarios == SCENARIOS
+    assert o.repetitions == 3
+    assert o.connections == 64
+    assert o.capacity_processors == 2000
+    assert o.drain_processors == 2000
+    assert (o.backlog_small, o.backlog_large) == (1000, 100_000)
+    assert o.amqp_url == "amqp://from-settings/"
+    assert o.url is None
+    assert o.log_level == "warning"
+    assert not o.json
+
+
+def test_scenarios_are_a_comma_separated_list_without_repeats() -> None:
+    assert _options("drain,http,drain").scenarios == ("drain", "http")
+
+
+def test_options_are_read() -> None:
+    o = _options(
+        "http", "-r", "5", "-c", "8", "-d", "2.5", "--json", "--instances", "2",
+        "--client", "aiohttp", "--url", "http://127.0.0.1:9/", "--amqp-url", "amqp://x/",
+        "--no-progress", "--log-level", "info",
+    )  # fmt: skip
+    assert (o.repetitions, o.connections, o.duration_s, o.instances) == (5, 8, 2.5, 2)
+    assert o.log_level == "info"
+    assert (o.client, o.url, o.amqp_url, o.json, o.progress) == (
+        "aiohttp",
+        "http://127.0.0.1:9/",
+        "amqp://x/",
+        True,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["nosuch"], ["http,nosuch"], ["-r", "0"], ["-c", "-1"], ["-d", "0"], ["--client", "ab"]],
+)
+def test_bad_arguments_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _options(*argv)
+    assert exc.value.code == 2
+    assert "taskflow bench" in capsys.readouterr().err
