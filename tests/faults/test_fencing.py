@@ -152,9 +152,9 @@ async def test_two_attempts_of_one_task_in_one_pool_do_not_clash(
         async with asyncio.timeout(30):
             await done.acquire()
             await done.acquire()
+        assert await pool.wait_idle(30)  # both outcomes committed (or fenced)
         assert not any(actor.done() for actor in actors)
         assert pool.in_flight == {}
-        assert await pool.wait_idle(1)
     finally:
         for actor in actors:
             actor.cancel()
@@ -175,6 +175,7 @@ async def _load_and_pause(fleet: Fleet, paused: Service) -> dict[uuid.UUID, Task
                 break
             await asyncio.sleep(0.05)
     paused.signal(signal.SIGSTOP)
+    await asyncio.sleep(0.5)  # a claim sent just before the stop is committed by now
     rows = await snapshot(fleet.db_url)
     return {i: t for i, t in rows.items() if t.status == "in_progress"}
 
@@ -199,6 +200,12 @@ async def test_paused_instance_cannot_overwrite_the_new_attempt(fleet: Fleet) ->
     paused.signal(signal.SIGCONT)
 
     await wait_all_terminal(fleet.db_url, 60, 60)
+    fence_event = "outcome fenced off: another attempt holds the task"
+    async with asyncio.timeout(60):  # every stale attempt gets to its (rejected) write
+        while True:
+            if all(paused.events(fence_event, task_id=str(i)) for i in held):
+                break
+            await asyncio.sleep(0.1)
     after = await snapshot(fleet.db_url)
     for task_id, was in held.items():
         now = after[task_id]
@@ -211,9 +218,7 @@ async def test_paused_instance_cannot_overwrite_the_new_attempt(fleet: Fleet) ->
             if e["status"] in ("completed", "failed")
         ]
         assert written["status"] == now.status
-        [fenced] = paused.events(
-            "outcome fenced off: another attempt holds the task", task_id=str(task_id)
-        )
+        [fenced] = paused.events(fence_event, task_id=str(task_id))
         assert fenced["attempt"] == was.attempts
     assert paused.running
     assert other.running
