@@ -72,3 +72,9 @@ END $$;
 DROP TRIGGER IF EXISTS tasks_guard_terminal ON tasks;
 CREATE TRIGGER tasks_guard_terminal BEFORE UPDATE ON tasks
     FOR EACH ROW WHEN (OLD.status IN ('completed', 'failed')) EXECUTE FUNCTION taskflow_guard_terminal();
+
+-- The digest of the schema.sql last applied. An instance that finds its own digest here
+-- skips the DDL above, so starting next to running instances takes no lock on `tasks`.
+CREATE TABLE IF NOT EXISTS taskflow_schema (
+    digest text NOT NULL
+);

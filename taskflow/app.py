@@ -69,6 +69,7 @@ def create_app(
     if amqp:
         # After the pipeline: on shutdown the consumer stops before the pipeline drains.
         app.cleanup_ctx.append(consumer_ctx)
+    app.on_shutdown.append(_stop_intake)
     return app
 
 
@@ -98,9 +99,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     async with _dsn(settings, app) as dsn:
         await TaskStore.wait_until_reachable(dsn, STARTUP_TIMEOUT_S)
         async with TaskStore.connect(dsn) as store:
-            await store.apply_schema()
+            applied = await store.apply_schema()
             app[STORE] = store
-            log.info("database ready", mode=app[DATABASE_MODE])
+            log.info("database ready", mode=app[DATABASE_MODE], schema_applied=applied)
             yield
 
 
@@ -123,6 +124,17 @@ def _pipeline(
             await pipeline.stop(settings.shutdown_grace_s)
 
     return pipeline_ctx
+
+
+async def _stop_intake(app: web.Application) -> None:
+    """First step of a shutdown, while aiohttp still finishes in-flight requests.
+
+    The listening socket is closed by then; this makes creates on open connections get
+    503 and stops claiming, and starts the grace period of running attempts.
+    """
+    pipeline = app.get(PIPELINE)
+    if pipeline is not None:
+        await pipeline.begin_shutdown(app[SETTINGS].shutdown_grace_s)
 
 
 async def _refresh_statistics(store: TaskStore, metrics: Metrics, every_s: float) -> None:

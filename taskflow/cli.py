@@ -88,7 +88,10 @@ def serve(settings: Settings) -> int:
     configure_logging(settings.log_format, settings.log_level)
     log.info("taskflow starting", version=__version__, pid=os.getpid(), **settings.public())
 
-    def stop_on_failure(_error: BaseException | None) -> None:
+    failures: list[BaseException | None] = []
+
+    def stop_on_failure(error: BaseException | None) -> None:
+        failures.append(error)
         signal.raise_signal(signal.SIGTERM)
 
     app = create_app(settings, amqp=True, on_failure=stop_on_failure)
@@ -108,6 +111,10 @@ def serve(settings: Settings) -> int:
         return 1
     except OSError as exc:
         log.error("taskflow could not start", error=str(exc))
+        return 1
+    if failures:
+        # A supervisor must see this as a crash (and restart the service), not a clean stop.
+        log.error("taskflow stopped because an actor died", error=repr(failures[0]))
         return 1
     log.info("taskflow stopped")
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import structlog
 
@@ -24,7 +24,11 @@ log = structlog.get_logger(__name__)
 
 
 class Dispatcher:
-    """Feeds `outbox` (the processors' inbox) with claimed tasks, up to `slots` at a time."""
+    """Feeds `outbox` (the processors' inbox) with claimed tasks, up to `slots` at a time.
+
+    `running()` names the tasks whose attempts this instance still runs; they are never
+    claimed again here, even when their lease ran out meanwhile.
+    """
 
     def __init__(
         self,
@@ -34,10 +38,12 @@ class Dispatcher:
         owner: str,
         lease_s: float,
         slots: int,
+        running: Callable[[], Collection[uuid.UUID]] = frozenset,
         poll_s: float = 1.0,
         batch_max: int = 1000,
     ) -> None:
         self._store = store
+        self._running = running
         self._metrics = metrics
         self._owner = owner
         self._lease_s = lease_s
@@ -84,24 +90,30 @@ class Dispatcher:
                 await self._slot_freed.wait()
             want = min(self._free, self._batch_max)
             ids = [self._handoff.get_nowait() for _ in range(min(want, self._handoff.qsize()))]
+            claims: list[Claim] = []
+            room, polled = want, False
+            failure: TaskflowError | None = None
             try:
-                claims = await self._claim_new(ids) if ids else []
+                if ids:
+                    claims += await self._claim_new(ids)
                 room = want - len(claims)
-                polled = False
                 if room > 0 and (not ids or loop.time() - last_poll >= self._poll_s):
                     self._wake.clear()
                     claims += await self._claim(room)
                     last_poll, polled = loop.time(), True
             except TaskflowError as exc:
-                self._metrics.db_up.set(0 if isinstance(exc, StoreUnavailable) else 1)
-                log.warning("claim failed, retrying", error=str(exc), retry_in_s=delay)
+                failure = exc
+            # Whatever was claimed before a failure holds a lease: hand it over too.
+            for claim in claims:
+                self._free -= 1
+                self.outbox.put_nowait(claim)
+            if failure is not None:
+                self._metrics.db_up.set(0 if isinstance(failure, StoreUnavailable) else 1)
+                log.warning("claim failed, retrying", error=str(failure), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
-            for claim in claims:
-                self._free -= 1
-                self.outbox.put_nowait(claim)
             if polled and len(claims) < room and self._handoff.empty():
                 # Nothing left anywhere: sleep until a create, a NOTIFY or the next poll.
                 # (Not wait_for: on Python 3.11 it swallows a cancel that coincides with
@@ -118,7 +130,7 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> list[Claim]:
         started = asyncio.get_running_loop().time()
-        rows = await self._store.claim(self._owner, self._lease_s, limit)
+        rows = await self._store.claim(self._owner, self._lease_s, limit, self._running())
         self._observe("claim", len(rows), started)
         for claim, recovered in rows:
             if recovered:

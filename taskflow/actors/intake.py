@@ -50,7 +50,7 @@ class Intake:
         queue_size: int,
         on_created: Callable[[Sequence[Task]], None],
         batch_max: int = 1000,
-        submit_timeout: float = 30.0,
+        submit_timeout: float = 10.0,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -76,6 +76,9 @@ class Intake:
             return await asyncio.wait_for(asyncio.shield(future), self._submit_timeout)
         except TimeoutError:
             self._metrics.intake_rejected.labels("timeout").inc()
+            # Not yet in a batch: now it never will be. Already being written: the outcome
+            # is unknown, as with any timeout; a retry with the same Idempotency-Key is safe.
+            future.cancel()
             raise Overloaded("the task was not committed in time; retry later") from None
 
     async def run(self) -> None:
@@ -99,11 +102,14 @@ class Intake:
         try:
             result = await self._store.insert_tasks([new for new, _ in live])
         except TaskflowError as exc:
-            self._metrics.db_up.set(0 if isinstance(exc, StoreUnavailable) else 1)
+            unreachable = isinstance(exc, StoreUnavailable)
+            self._metrics.db_up.set(0 if unreachable else 1)
             log.warning("intake batch failed", size=len(live), error=str(exc))
             for _, fut in live:
                 if not fut.done():
                     fut.set_exception(exc)
+            if unreachable:
+                self._fail_waiting(exc)
             return
         self._metrics.db_up.set(1)
         self._metrics.db_batch_size.labels("insert").observe(len(live))
@@ -138,6 +144,19 @@ class Intake:
         self._metrics.status_changes.labels("new").inc(by_source.total())
         if result.created:
             self._on_created(result.created)
+
+    def _fail_waiting(self, exc: TaskflowError) -> None:
+        """Answer every create that queued behind a batch PostgreSQL did not take.
+
+        They would fail the same way, one store timeout later each: during an outage a
+        create gets its 503 within one timeout, however many wait. The next create
+        tries PostgreSQL again.
+        """
+        while not self._inbox.empty():
+            _, fut = self._inbox.get_nowait()
+            if not fut.done():
+                fut.set_exception(exc)
+            self._inbox.task_done()
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting and wait (at most `timeout`) for queued creates to be written."""

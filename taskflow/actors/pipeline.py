@@ -8,9 +8,8 @@ is called so the process can stop instead of running without that actor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -24,7 +23,7 @@ from taskflow.actors.status_writer import StatusWriter
 from taskflow.config import Settings
 from taskflow.errors import TaskflowError
 from taskflow.metrics import Metrics
-from taskflow.models import NewTask
+from taskflow.models import Claim, NewTask
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +54,7 @@ class Pipeline:
             owner=self.owner,
             lease_s=settings.lease_s,
             slots=settings.processors,
+            running=self._running,
             poll_s=poll_s,
         )
         self.writer = StatusWriter(store, metrics, owner=self.owner, capacity=settings.processors)
@@ -83,6 +83,11 @@ class Pipeline:
         self._monitor: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self._stopping = False
+        self._grace_ends: float | None = None
+        self._unstarted: list[Claim] = []
+
+    def _running(self) -> Collection[uuid.UUID]:
+        return self.processors.in_flight.keys()
 
     async def submit(self, new: NewTask) -> Accepted:
         """Create a task (or find the one its idempotency key names), committed on return."""
@@ -131,22 +136,54 @@ class Pipeline:
         if self._on_failure is not None:
             self._on_failure(error)
 
+    async def begin_shutdown(self, grace_s: float) -> None:
+        """Take no more work: refuse creates, claim nothing more. Starts the grace period.
+
+        Called as soon as the process is told to stop (aiohttp's `on_shutdown`), before
+        in-flight HTTP requests are waited for; `stop()` calls it too. Idempotent.
+        """
+        if self._grace_ends is not None:
+            return
+        self._grace_ends = asyncio.get_running_loop().time() + grace_s
+        self.intake.accepting = False
+        log.info("shutdown begun: intake stopped", grace_s=grace_s)
+        self._unstarted = await self.dispatcher.stop(timeout=max(grace_s, 1.0))
+
     async def stop(self, grace_s: float) -> None:
-        """Drain: stop intake, let attempts finish for `grace_s`, hand back the rest, flush."""
+        """Drain: stop intake, let attempts finish for `grace_s`, hand back the rest, flush.
+
+        The grace period counts from `begin_shutdown()`. Queued creates are still
+        written; tasks created but not claimed stay `new` for any instance to take.
+        Attempts still working when it ends are abandoned and handed back (their lease
+        ends now); outcomes already produced are committed first.
+        """
         self._stopping = True
+        await self.begin_shutdown(grace_s)
+        assert self._grace_ends is not None
         log.info("pipeline stopping", grace_s=grace_s)
         await self.intake.drain(timeout=max(grace_s, 1.0))
-        unstarted = await self.dispatcher.stop(timeout=max(grace_s, 1.0))
-        finished = await self.processors.wait_idle(grace_s)
-        running = list(self.processors.in_flight)
+        unstarted = self._unstarted + self.dispatcher.drain_unstarted()
+        left_s = max(self._grace_ends - asyncio.get_running_loop().time(), 0.0)
+        finished = await self.processors.wait_idle(left_s)
+        self.processors.abandon()
+        if not await self.processors.wait_idle(max(grace_s, 1.0)):
+            log.warning("outcomes not committed in time; their attempts are handed back")
+        running = [c.task_id for c in self.processors.abandoned]
+        running += list(self.processors.in_flight)
         for task in self._processor_tasks:
             task.cancel()
         await asyncio.gather(*self._processor_tasks, return_exceptions=True)
-        handed_back = [c.task_id for c in unstarted] + running
         await self.writer.drain(timeout=max(grace_s, 1.0))
-        if handed_back:
-            with contextlib.suppress(TaskflowError):
-                await self._store.release(handed_back, self.owner)
+        handed_back: set[uuid.UUID] = set()
+        if unstarted or running:
+            try:
+                handed_back = await self._store.release(
+                    [c.task_id for c in unstarted] + running, self.owner
+                )
+            except TaskflowError as exc:
+                log.warning(
+                    "could not hand attempts back; their leases will run out", error=str(exc)
+                )
         everything = [*self._tasks, *([self._monitor] if self._monitor else [])]
         for task in everything:
             task.cancel()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
 from taskflow.db.store import InsertResult
@@ -16,8 +16,10 @@ class PipelineStore(Protocol):
     async def insert_tasks(self, batch: Sequence[NewTask]) -> InsertResult:
         """Insert a batch of new tasks."""
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[tuple[Claim, bool]]:
-        """Claim new or lease-expired tasks."""
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, running: Collection[uuid.UUID] = ()
+    ) -> list[tuple[Claim, bool]]:
+        """Claim new or lease-expired tasks, except those in `running`."""
 
     async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
         """Claim tasks just created, if still new."""
@@ -28,5 +30,5 @@ class PipelineStore(Protocol):
     async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
         """Extend leases."""
 
-    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> None:
+    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
         """Hand leases back."""

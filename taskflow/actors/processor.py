@@ -3,11 +3,16 @@
 An attempt is already `in_progress` in PostgreSQL when a processor gets it (the claim
 wrote that). The processor waits a random time, picks the outcome, and waits for the
 status writer to commit it. Each step is logged with the task id, attempt and source.
+
+At shutdown, `abandon()` ends the work of every attempt still working (the pipeline hands
+them back); an attempt whose outcome is already with the status writer is not cut short,
+so every outcome that gets committed is also logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import Callable
@@ -15,6 +20,7 @@ from collections.abc import Callable
 import structlog
 
 from taskflow.actors.status_writer import StatusWriter
+from taskflow.errors import TaskflowError
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Outcome, Status
 
@@ -70,9 +76,12 @@ class ProcessorPool:
             status: metrics.processing_seconds.labels(status.value)
             for status in (Status.COMPLETED, Status.FAILED)
         }
-        # The latest attempt of each task running here. After an outage longer than the
-        # lease, this instance may claim a task it still runs: two attempts, one entry.
+        # The latest attempt of each task running here: what the lease keeper renews.
+        # The dispatcher never claims a task listed here again, but should two attempts
+        # of a task meet anyway, the older one must not evict the newer one's entry.
         self.in_flight: dict[uuid.UUID, Claim] = {}
+        self.abandoned: list[Claim] = []
+        self._abandon = asyncio.Event()
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -113,7 +122,13 @@ class ProcessorPool:
             low, high = self._work
             work_s = self._rng.uniform(low, high) if high > 0 else 0.0
             if work_s > 0:
-                await asyncio.sleep(work_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(work_s):
+                        await self._abandon.wait()
+            if self._abandon.is_set():
+                self.abandoned.append(claim)
+                log.info("attempt abandoned at shutdown, to be handed back")
+                return
             if self._rng.random() < self._failure_rate:
                 outcome = Outcome(claim, Status.FAILED, error="emulated processing failure")
             else:
@@ -122,7 +137,14 @@ class ProcessorPool:
             # the outcome is being committed (the claim waits in the bounded inbox until
             # then), so claims and outcome writes overlap instead of alternating.
             slot.free()
-            if await self._writer.write(outcome):
+            try:
+                written = await self._writer.write(outcome)
+            except TaskflowError as exc:
+                # PostgreSQL refused the batch for good. The lease is no longer renewed,
+                # so the task gets a new attempt; this processor carries on.
+                log.error("outcome not written; the task will be attempted again", error=str(exc))
+                return
+            if written:
                 duration = loop.time() - started
                 self._durations[outcome.status].observe(duration)
                 log.info(
@@ -136,8 +158,18 @@ class ProcessorPool:
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
+    def abandon(self) -> None:
+        """End the work of every attempt still working, now and from now on.
+
+        Their claims go to `abandoned`, with no outcome; attempts waiting for their
+        outcome's commit carry on.
+        """
+        self._abandon.set()
+
     async def wait_idle(self, timeout: float) -> bool:
         """Wait (at most `timeout`) until no attempt is running; True when idle."""
+        if self._idle.is_set():
+            return True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:

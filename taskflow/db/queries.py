@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import cache
 from importlib import resources
@@ -31,3 +32,9 @@ def queries() -> dict[str, str]:
 def schema_sql() -> str:
     """The text of `schema.sql` (idempotent DDL)."""
     return resources.files("taskflow.db").joinpath("schema.sql").read_text("utf-8")
+
+
+@cache
+def schema_digest() -> str:
+    """The SHA-256 of `schema.sql`, recorded in PostgreSQL once it is applied."""
+    return hashlib.sha256(schema_sql().encode()).hexdigest()

@@ -5,6 +5,27 @@
 -- Serialises schema application between instances starting at once.
 SELECT pg_advisory_xact_lock(7204563201);
 
+-- name: schema_versioned
+SELECT to_regclass('taskflow_schema') IS NOT NULL;
+
+-- name: applied_schema_digest
+SELECT digest FROM taskflow_schema LIMIT 1;
+
+-- name: lock_for_schema
+-- Before changing the schema next to running instances: take the strongest lock at once.
+-- The DDL would otherwise upgrade its lock on `tasks` while their statements wait on it,
+-- a deadlock in which PostgreSQL aborts one side.
+DO $$
+BEGIN
+    IF to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NULL THEN
+        LOCK TABLE tasks, task_events IN ACCESS EXCLUSIVE MODE;
+    END IF;
+END $$;
+
+-- name: record_schema_digest
+WITH cleared AS (DELETE FROM taskflow_schema)
+INSERT INTO taskflow_schema (digest) VALUES ($1);
+
 -- name: schema_present
 SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NULL;
 
@@ -55,11 +76,15 @@ SELECT status, attempt, at FROM task_events WHERE task_id = $1 ORDER BY id;
 -- then tasks whose lease ran out (their holder died or stalled). Each claim is a new attempt.
 -- The UPDATE finds the picked rows by primary key (`= ANY(ARRAY(...))`): joined to the
 -- CTE instead, the planner read the whole table into a hash (O(table) per claim).
+-- $4 are the tasks this instance is still running: their lease may have run out (a paused
+-- process, an outage longer than the lease) but the attempt is alive and will renew it or
+-- be fenced, so this instance never starts a second attempt of a task next to its own.
 WITH fresh AS (
     SELECT id FROM tasks WHERE status = 'new'
     ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
 ), expired AS (
-    SELECT id FROM tasks WHERE status = 'in_progress' AND lease_expires_at < now()
+    SELECT id FROM tasks
+    WHERE status = 'in_progress' AND lease_expires_at < now() AND id <> ALL($4::uuid[])
     ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT id FROM (SELECT id FROM expired UNION ALL SELECT id FROM fresh) AS both_kinds LIMIT $3
@@ -93,8 +118,11 @@ SELECT id, attempts, source, false AS recovered FROM claimed;
 
 -- name: finish_tasks
 -- Writes a batch of outcomes. Fenced: a row changes only while owner $6 still holds the
--- attempt named in the batch; the (id, attempt) pairs that did change are returned (a
--- batch may hold a stale and a current attempt of one task).
+-- attempt named in the batch; the (id, attempt) pairs written are returned (a batch may
+-- hold a stale and a current attempt of one task). Also returned: the pairs whose attempt
+-- is already terminal. Only the holder of an attempt can finish it, so that is this
+-- writer's own earlier try, committed although its answer was lost (a retry after a cut
+-- connection): it counts as written and is not written twice.
 WITH data AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
         AS d(id, attempt, status, result, error)
@@ -111,7 +139,10 @@ WITH data AS (
     INSERT INTO task_events (task_id, status, attempt, at)
     SELECT id, status, attempts, finished_at FROM finished
 )
-SELECT id, attempts FROM finished;
+SELECT id, attempts FROM finished
+UNION
+SELECT t.id, t.attempts FROM tasks t JOIN data ON t.id = data.id
+WHERE t.attempts = data.attempt AND t.status IN ('completed', 'failed');
 
 -- name: renew_leases
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
@@ -121,7 +152,8 @@ RETURNING id;
 -- name: release_leases
 -- Hands attempts back on shutdown: the lease ends now, so any instance claims them at once.
 UPDATE tasks SET lease_expires_at = now() - interval '1 microsecond'
-WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress';
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress'
+RETURNING id;
 
 -- name: status_counts
 -- One index-only count per status (tasks_status_newest_idx), never a scan of the table:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 import structlog
 
-from taskflow.db.queries import queries, schema_sql
+from taskflow.db.queries import queries, schema_digest, schema_sql
 from taskflow.errors import StoreError, StoreUnavailable
 from taskflow.models import Claim, NewTask, Outcome, Source, Status, StatusEvent, Task
 
@@ -35,6 +35,9 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+# How long one store call may take, connection wait and query together.
+CALL_TIMEOUT_S = 5.0
 
 FAR_FUTURE = datetime.fromisoformat("9999-12-31T23:59:59+00:00")
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
@@ -93,9 +96,14 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 
 
 class TaskStore:
-    """The PostgreSQL side of taskflow. Every call is bounded by `timeout` seconds."""
+    """The PostgreSQL side of taskflow.
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, timeout: float = 10.0) -> None:
+    Every call is bounded by `timeout` seconds, waiting for a pooled connection and
+    running the query together: during a network partition, where nothing answers and
+    only timeouts end a call, a request gets its 503 in that time.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, timeout: float = CALL_TIMEOUT_S) -> None:
         self._pool = pool
         self._dsn = dsn
         self._q = queries()
@@ -104,7 +112,7 @@ class TaskStore:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, dsn: str, *, max_size: int = 10, timeout: float = 10.0
+        cls, dsn: str, *, max_size: int = 10, timeout: float = CALL_TIMEOUT_S
     ) -> AsyncIterator[TaskStore]:
         """Open a pool on `dsn`, yield a store on it, close the pool on exit."""
         try:
@@ -187,22 +195,45 @@ class TaskStore:
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             async with self._pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except TimeoutError:
+                    # Nothing answered in time. asyncpg would now wait, on release, for a
+                    # cancel request that cannot get through either: drop the connection.
+                    conn.terminate()
+                    raise
         except _UNREACHABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise StoreUnavailable(f"PostgreSQL is unreachable: {reason}") from exc
         except asyncpg.PostgresError as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         async with self._conn() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args)
+            left = max(deadline - loop.time(), 0.001)
+            rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args, timeout=left)
             return rows
 
-    async def apply_schema(self) -> None:
-        """Apply `schema.sql`, serialised between instances by an advisory lock."""
+    async def apply_schema(self) -> bool:
+        """Apply `schema.sql` unless it is applied already; True when it was applied.
+
+        Serialised between instances by an advisory lock. The digest of the applied file
+        is recorded, so an instance starting next to running ones changes nothing and
+        locks nothing when the schema is current.
+        """
+        digest = schema_digest()
         async with self._conn() as conn, conn.transaction():
             await conn.execute(self._q["apply_schema_lock"])
+            if await conn.fetchval(self._q["schema_versioned"]) and (
+                await conn.fetchval(self._q["applied_schema_digest"]) == digest
+            ):
+                return False
+            await conn.execute(self._q["lock_for_schema"])
             await conn.execute(schema_sql())
+            await conn.execute(self._q["record_schema_digest"], digest)
+            return True
 
     async def ping(self) -> bool:
         """True when PostgreSQL answers and the schema is there."""
@@ -258,9 +289,14 @@ class TaskStore:
         rows = await self._fetch("task_events", task_id)
         return [StatusEvent(Status(r["status"]), r["attempt"], r["at"]) for r in rows]
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[tuple[Claim, bool]]:
-        """Claim up to `limit` new or lease-expired tasks; each with whether it was recovered."""
-        rows = await self._fetch("claim_tasks", owner, lease_s, limit)
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, running: Collection[uuid.UUID] = ()
+    ) -> list[tuple[Claim, bool]]:
+        """Claim up to `limit` new or lease-expired tasks; each with whether it was recovered.
+
+        Tasks in `running` (attempts this instance still runs) are never claimed again.
+        """
+        rows = await self._fetch("claim_tasks", owner, lease_s, limit, list(running))
         return [(_claim(r), r["recovered"]) for r in rows]
 
     async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
@@ -269,7 +305,11 @@ class TaskStore:
         return [_claim(r) for r in rows]
 
     async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
-        """Write outcomes whose attempt `owner` still holds; return the (id, attempt) written."""
+        """Write outcomes whose attempt `owner` still holds; return the (id, attempt) written.
+
+        Idempotent: an outcome whose attempt is already terminal (an earlier try that
+        committed, its answer lost) counts as written; nothing is written twice.
+        """
         rows = await self._fetch(
             "finish_tasks",
             [o.claim.task_id for o in outcomes],
@@ -286,10 +326,13 @@ class TaskStore:
         rows = await self._fetch("renew_leases", list(ids), owner, lease_s)
         return {r["id"] for r in rows}
 
-    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> None:
-        """End the leases `owner` holds on `ids` now, so any instance may claim them."""
-        async with self._conn() as conn:
-            await conn.execute(self._q["release_leases"], list(ids), owner)
+    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
+        """End the leases `owner` holds on `ids` now, so any instance may claim them.
+
+        Returns the ids whose lease was ended (not those already finished or taken over).
+        """
+        rows = await self._fetch("release_leases", list(ids), owner)
+        return {r["id"] for r in rows}
 
     async def status_counts(self) -> dict[Status, int]:
         """How many tasks are in each status."""

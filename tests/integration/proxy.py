@@ -3,7 +3,9 @@
 The system PostgreSQL and RabbitMQ are shared with other test runs: they are never
 stopped. To make one "unreachable", the service under test connects through this proxy
 and the test `stop()`s it (closing the listener and every open connection). To make a
-client die silently, `freeze_after()` drops what it sends from a given point on.
+client die silently, `freeze_after()` drops what it sends from a given point on. A
+network partition, where nothing answers and only the client's own timeouts end a call,
+is `partition()` until `heal()`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class TcpProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._freeze_marker: bytes | None = None
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     def freeze_after(self, marker: bytes) -> None:
@@ -41,6 +45,17 @@ class TcpProxy:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def partition(self) -> None:
+        """Let no byte through either way; accept new connections but never answer them."""
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        """End a partition: cut what lived through it (as a partition long enough for the
+        server to give up would), then forward new connections again."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._flowing.set()
+
     async def stop(self) -> None:
         """Refuse new connections and cut every open one."""
         if self._server is not None:
@@ -48,11 +63,20 @@ class TcpProxy:
             self._server = None
         for writer in list(self._writers):
             writer.transport.abort()
+        self._flowing.set()  # ends a partition too: its stalled connections are cut
         for pipe in list(self._pipes):
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._flowing.is_set():  # partitioned: accepted, never answered
+            self._writers.add(writer)
+            try:
+                await self._flowing.wait()
+            finally:
+                self._writers.discard(writer)
+                writer.transport.abort()
+            return
         try:
             async with asyncio.timeout(10):
                 up_reader, up_writer = await asyncio.open_connection(*self._target)
@@ -88,6 +112,9 @@ class TcpProxy:
         tail = b""
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                await self._flowing.wait()  # held, not forwarded, while partitioned
+                if writer.transport.is_closing():
+                    return
                 marker = self._freeze_marker
                 if to_client and marker is not None:
                     if marker in tail + data:  # checked before the client can see it

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -154,13 +154,18 @@ class MemoryStore:
         self.leases[task_id] = Lease(owner, self.now + lease_s)
         return Claim(task_id, attempt, task.source)
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[tuple[Claim, bool]]:
-        """Claim expired attempts (oldest lease first), then new tasks (oldest first)."""
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, running: Collection[uuid.UUID] = ()
+    ) -> list[tuple[Claim, bool]]:
+        """Claim expired attempts (oldest lease first, not those in `running`), then new
+        tasks (oldest first)."""
         await self._enter("claim", (owner, lease_s, limit))
         expired = sorted(
             (lease.expires_at, task_id)
             for task_id, lease in self.leases.items()
-            if self.tasks[task_id].status is Status.IN_PROGRESS and lease.expires_at < self.now
+            if self.tasks[task_id].status is Status.IN_PROGRESS
+            and lease.expires_at < self.now
+            and task_id not in running
         )
         fresh = [t.id for t in self.tasks.values() if t.status is Status.NEW]
         picked = [task_id for _, task_id in expired] + fresh
@@ -194,11 +199,18 @@ class MemoryStore:
         )
 
     async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
-        """Write the outcomes whose attempt `owner` still holds; return (id, attempt) of each."""
+        """Write the outcomes whose attempt `owner` still holds; return (id, attempt) of each.
+
+        An attempt already terminal counts as written (a retry of a committed write).
+        """
         await self._enter("finish", (list(outcomes), owner))
         written: set[tuple[uuid.UUID, int]] = set()
         for outcome in outcomes:
             claim = outcome.claim
+            task = self.tasks.get(claim.task_id)
+            if task is not None and task.status.terminal and task.attempts == claim.attempt:
+                written.add((claim.task_id, claim.attempt))
+                continue
             if not self._holds(claim.task_id, owner, claim.attempt):
                 continue
             self._change(
@@ -224,11 +236,12 @@ class MemoryStore:
         await self._reply("renew")
         return kept
 
-    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> None:
-        """End the leases `owner` holds now, so that any claim takes them."""
+    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
+        """End the leases `owner` holds now, so that any claim takes them; return their ids."""
         ids = list(ids)
         await self._enter("release", (ids, owner))
-        for task_id in ids:
-            if self._holds(task_id, owner):
-                self.leases[task_id].expires_at = self.now - 1e-6
+        released = {task_id for task_id in ids if self._holds(task_id, owner)}
+        for task_id in released:
+            self.leases[task_id].expires_at = self.now - 1e-6
         await self._reply("release")
+        return released

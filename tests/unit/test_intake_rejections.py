@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import pytest
 
@@ -27,7 +27,9 @@ class StalledStore:
         await self.unblock.wait()
         return InsertResult([], {})
 
-    async def claim(self, owner: str, lease_s: float, limit: int) -> list[tuple[Claim, bool]]:
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, running: Collection[uuid.UUID] = ()
+    ) -> list[tuple[Claim, bool]]:
         raise NotImplementedError
 
     async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
@@ -39,7 +41,7 @@ class StalledStore:
     async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
         raise NotImplementedError
 
-    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> None:
+    async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
         raise NotImplementedError
 
 

@@ -1,0 +1,141 @@
+"""Fixtures of the fault tests: real `taskflow serve` processes and TCP proxies.
+
+Every process a test starts is SIGKILLed and reaped in teardown, whatever happened, and
+its log is written to the test's `tmp_path` (pytest keeps the last runs) for post-mortems.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import aiohttp
+import pytest
+
+from tests.conftest import AMQP_URL
+from tests.faults.service import Service, clean_environment, free_port
+from tests.integration.proxy import TcpProxy
+
+
+class Fleet:
+    """Starts services on one database; remembers them so teardown can kill them."""
+
+    def __init__(self, db_url: str, session: aiohttp.ClientSession, log_dir: Path) -> None:
+        self.db_url = db_url
+        self.session = session
+        self.amqp_queue = f"tasks-test-{uuid.uuid4().hex[:12]}"
+        self.services: list[Service] = []
+        self._log_dir = log_dir
+
+    def environment(self, **settings: str | float) -> dict[str, str]:
+        """The environment of a service: test defaults, then `settings` (TASKFLOW_ names)."""
+        env = {
+            "DATABASE_URL": self.db_url,
+            "AMQP_URL": AMQP_URL,
+            "TASKFLOW_AMQP_QUEUE": self.amqp_queue,
+            "TASKFLOW_HOST": "127.0.0.1",
+            "TASKFLOW_PORT": str(free_port()),
+            "TASKFLOW_LOG_FORMAT": "json",
+            "TASKFLOW_LOG_LEVEL": "info",
+            "TASKFLOW_FAILURE_RATE": "0.1",
+        }
+        env.update({key: str(value) for key, value in settings.items()})
+        return clean_environment(env)
+
+    async def launch(self, name: str, **settings: str | float) -> Service:
+        """Start a service without waiting for it."""
+        service = await Service.start(name, self.environment(**settings))
+        self.services.append(service)
+        return service
+
+    async def start(self, name: str, **settings: str | float) -> Service:
+        """Start a service and wait until it is ready."""
+        service = await self.launch(name, **settings)
+        await service.wait_ready(self.session)
+        return service
+
+    async def close(self) -> None:
+        """Kill and reap every service; keep their logs; fail on any error they logged.
+
+        No fault here is a reason for taskflow to log an error: outages, takeovers and
+        fenced writes are warnings. An error-level line means something went wrong.
+        """
+        for service in self.services:
+            await service.kill()
+        await self._delete_queues()
+        errors = []
+        for n, service in enumerate(self.services):
+            (self._log_dir / f"{n}-{service.name}.log").write_text(service.tail(len(service.logs)))
+            errors += [
+                f"{service.name}: {e}"
+                for e in service.logs
+                if e.get("level") in ("error", "critical") or e.get("event") == "<raw>"
+            ]
+        assert not errors, "services logged errors:\n" + "\n".join(errors[:20])
+
+    async def _delete_queues(self) -> None:
+        """Delete the queues the services declared on the shared broker (if they did)."""
+        connection = await aio_pika.connect(AMQP_URL, timeout=30)
+        try:
+            channel = await connection.channel()
+            for name in (self.amqp_queue, f"{self.amqp_queue}.dead"):
+                await channel.queue_delete(name, timeout=30)
+        finally:
+            await connection.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for talking to the services."""
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def fleet(
+    db_url: str, session: aiohttp.ClientSession, tmp_path: Path
+) -> AsyncIterator[Fleet]:
+    """Starts `taskflow serve` processes on the test's database; kills them afterwards."""
+    fleet = Fleet(db_url, session, tmp_path)
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
+
+
+def _through(url: str, proxy: TcpProxy) -> str:
+    """`url` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    credentials, _, _ = parts.netloc.rpartition("@")
+    host = f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}" if credentials else host))
+
+
+@pytest.fixture
+async def pg_proxy(db_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A TCP proxy in front of the test's PostgreSQL, and the database URL through it."""
+    parts = urlsplit(db_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    try:
+        yield proxy, _through(db_url, proxy)
+    finally:
+        await proxy.stop()
+
+
+@pytest.fixture
+async def amqp_proxy() -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A TCP proxy in front of the test RabbitMQ, and the AMQP URL through it."""
+    parts = urlsplit(AMQP_URL)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await proxy.start()
+    try:
+        yield proxy, _through(AMQP_URL, proxy)
+    finally:
+        await proxy.stop()
