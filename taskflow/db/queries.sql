@@ -122,7 +122,9 @@ SELECT id, attempts, source, false AS recovered FROM claimed;
 -- hold a stale and a current attempt of one task). Also returned: the pairs whose attempt
 -- is already terminal. Only the holder of an attempt can finish it, so that is this
 -- writer's own earlier try, committed although its answer was lost (a retry after a cut
--- connection): it counts as written and is not written twice.
+-- connection): it counts as written and is not written twice. That look-up goes row by
+-- row through the primary key (LATERAL ... LIMIT 1): as a join, the planner read every
+-- finished task through the status index, O(finished tasks) per batch.
 WITH data AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
         AS d(id, attempt, status, result, error)
@@ -141,8 +143,11 @@ WITH data AS (
 )
 SELECT id, attempts FROM finished
 UNION
-SELECT t.id, t.attempts FROM tasks t JOIN data ON t.id = data.id
-WHERE t.attempts = data.attempt AND t.status IN ('completed', 'failed');
+SELECT data.id, data.attempt FROM data CROSS JOIN LATERAL (
+    SELECT 1 FROM tasks t
+    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status IN ('completed', 'failed')
+    LIMIT 1
+) AS already_finished;
 
 -- name: renew_leases
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
