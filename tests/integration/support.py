@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -78,3 +80,21 @@ async def metric(client: Client, name: str, labels: dict[str, str] | None = None
         if sample == series:
             return float(value)
     return 0.0
+
+
+async def run_taskflow(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `python -m taskflow ARGS` (environment plus `env`); exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskflow", *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

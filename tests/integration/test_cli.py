@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from typing import Any
 
 import orjson
 
-from tests.integration.support import Client, wait_terminal
+from tests.integration.support import Client, run_taskflow, wait_terminal
 
 
 async def taskflow(client: Client, *args: str, **env: str) -> tuple[int, str, str]:
     """Run `python -m taskflow ARGS` pointed at the test server by TASKFLOW_HOST/PORT."""
-    environment = {
-        **os.environ,
-        "TASKFLOW_HOST": str(client.server.host),
-        "TASKFLOW_PORT": str(client.server.port),
-        **env,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "taskflow", *args,
-        env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(60):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_taskflow(
+        *args,
+        env={
+            "TASKFLOW_HOST": str(client.server.host),
+            "TASKFLOW_PORT": str(client.server.port),
+            **env,
+        },
+    )
 
 
 async def test_submit_creates_the_task(client: Client) -> None:

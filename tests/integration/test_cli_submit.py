@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from tests.integration.support import run_taskflow
+
 Client = TestClient[web.Request, web.Application]
 
 
 async def taskflow(*args: str) -> tuple[int, str, str]:
     """Run `taskflow ARGS`; its exit code, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "taskflow",
-        *args,
-        env=dict(os.environ),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(60):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_taskflow(*args)
 
 
 async def test_submit_one_over_http_prints_the_task(client: Client) -> None:
