@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp_apigami import validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
 
+from taskflow import dashboard
 from taskflow.actors.pipeline import Pipeline
 from taskflow.amqp.consumer import consumer_ctx
 from taskflow.api import openapi, operations, tasks
@@ -62,6 +63,7 @@ def create_app(
     app[METRICS] = Metrics()
     tasks.setup_routes(app)
     operations.setup_routes(app)
+    dashboard.setup(app)
     openapi.setup(app)  # last: it documents the routes above
     app[APISPEC_PARSER] = TaskflowParser()
     app.cleanup_ctx.append(_database)

@@ -37,6 +37,7 @@ returns the first task (`200`), the same key with another body is `409`.
 TAGS = [
     {"name": "tasks", "description": "Create tasks and follow them to `completed` or `failed`."},
     {"name": "operations", "description": "Health checks and Prometheus metrics."},
+    {"name": "dashboard", "description": "The operators' page and the statistics it shows."},
     {"name": "documentation", "description": "This document and its Swagger UI."},
 ]
 

@@ -119,6 +119,13 @@ class ListQuerySchema(ma.Schema):
         validate=ma.validate.Length(max=200),
         metadata={"description": "`next_cursor` of the previous page (empty: the first page)."},
     )
+    q = ma.fields.String(
+        validate=[ma.validate.Length(max=200), storable],
+        metadata={
+            "description": "Search: an exact task id, or else the start of the title "
+            "(case-insensitive)."
+        },
+    )
 
 
 class IdempotencyHeaderSchema(ma.Schema):

@@ -21,6 +21,7 @@ from taskflow.api.schemas import (
     TaskListSchema,
     TaskSchema,
 )
+from taskflow.db.dashboard import DashboardStore
 from taskflow.errors import BadRequest, TaskNotFound
 from taskflow.keys import PIPELINE, STORE
 from taskflow.models import Source, Status, Task
@@ -194,7 +195,8 @@ async def task_events(request: web.Request) -> web.Response:
     tags=["tasks"],
     operation_id="listTasks",
     summary="List tasks",
-    description="Newest first, `limit` per page; follow `next_cursor` for the next page.",
+    description="Newest first, `limit` per page; follow `next_cursor` for the next page. "
+    "`q` finds a task by its exact id, or else the tasks whose title starts with it.",
     responses={
         200: {"description": "A page of tasks", "schema": TaskListSchema},
         **_errors(400, 503),
@@ -208,13 +210,39 @@ async def list_tasks(request: web.Request) -> web.Response:
     after = decode_cursor(cursor) if cursor else None
     statuses = sorted({Status(s) for s in query["status"]})
     limit: int = query["limit"]
-    tasks = await request.app[STORE].list_tasks(statuses, after, limit + 1)
+    search: str | None = query.get("q")
+    if search:
+        tasks = await _search(request, search, statuses, after, limit + 1)
+    else:
+        tasks = await request.app[STORE].list_tasks(statuses, after, limit + 1)
     page, more = tasks[:limit], len(tasks) > limit
     return _json(
         {
             "items": [t.to_json() for t in page],
             "next_cursor": encode_cursor(page[-1]) if more else None,
         }
+    )
+
+
+async def _search(
+    request: web.Request,
+    q: str,
+    statuses: list[Status],
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Task]:
+    """`q` is an exact task id (that task, if it passes the filter) or a title prefix."""
+    try:
+        task_id = uuid.UUID(q)
+    except ValueError:
+        pass
+    else:
+        task = await request.app[STORE].get_task(task_id)
+        if task is not None:
+            wanted = not statuses or task.status in statuses
+            return [task] if wanted and after is None else []
+    return await DashboardStore(request.app[STORE]).search_by_title(
+        q, [s.value for s in statuses], after, limit
     )
 
 

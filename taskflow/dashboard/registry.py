@@ -1,0 +1,122 @@
+"""The instances registry: each instance records itself in PostgreSQL and heartbeats.
+
+Every `interval_s` seconds an instance upserts its row (processors, busy processors,
+intake queue depth) and a sample of the status changes it committed since its previous
+heartbeat, read from its own Prometheus counters. `GET /stats` lists the instances seen
+within three heartbeats and sums the samples of the last minute into rates, so neither
+depends on how many tasks are stored. Rows of instances gone for `FORGET_AFTER_S` are
+deleted by the heartbeats of the others; a stopping instance deletes its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+
+from taskflow.actors.pipeline import Pipeline
+from taskflow.db.dashboard import RATE_KINDS, DashboardStore, Heartbeat
+from taskflow.errors import TaskflowError
+from taskflow.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_S = 5.0
+MISSED_HEARTBEATS = 3  # an instance silent for this many heartbeats is not listed
+FORGET_AFTER_S = 600.0  # ...and its row is deleted after this long
+KEEP_SAMPLES_S = 1200.0  # the chart shows 15 minutes
+
+
+def _counter(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def committed_changes(metrics: Metrics) -> dict[str, float]:
+    """This instance's status changes so far, by rate kind, from its own counters."""
+    return {
+        "created": sum(
+            _counter(metrics, "taskflow_tasks_created_total", source=source)
+            for source in ("http", "amqp")
+        ),
+        **{
+            kind: _counter(metrics, "taskflow_status_changes_total", status=kind)
+            for kind in RATE_KINDS
+            if kind != "created"
+        },
+    }
+
+
+class InstanceRegistry:
+    """Keeps this instance's row in the registry fresh until stopped."""
+
+    def __init__(
+        self,
+        store: DashboardStore,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        queue_capacity: int,
+        interval_s: float = HEARTBEAT_S,
+    ) -> None:
+        self._store = store
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._queue_capacity = queue_capacity
+        self.interval_s = interval_s
+        self.started_at = datetime.now(UTC)
+        self._last_counts = committed_changes(metrics)
+        self._last_beat = time.monotonic()
+
+    @property
+    def stale_after_s(self) -> float:
+        """How old a heartbeat may be for its instance to be listed as live."""
+        return self.interval_s * MISSED_HEARTBEATS
+
+    def _beat(self) -> tuple[Heartbeat, float, dict[str, float]]:
+        now = time.monotonic()
+        counts = committed_changes(self._metrics)
+        changes = {k: int(counts[k] - self._last_counts[k]) for k in RATE_KINDS}
+        seconds = now - self._last_beat
+        depth = self._metrics.registry.get_sample_value("taskflow_queue_depth", {"queue": "intake"})
+        beat = Heartbeat(
+            instance_id=self._pipeline.owner,
+            started_at=self.started_at,
+            processors=self._pipeline.processors.size,
+            busy=len(self._pipeline.processors.in_flight),
+            queue_depth=int(depth or 0),
+            queue_capacity=self._queue_capacity,
+            seconds=seconds,
+            changes=changes,
+        )
+        return beat, now, counts
+
+    async def beat_once(self) -> None:
+        """Send one heartbeat; the changes it reports are forgotten only once it is stored."""
+        beat, now, counts = self._beat()
+        gone = await self._store.heartbeat(beat, FORGET_AFTER_S, KEEP_SAMPLES_S)
+        self._last_beat, self._last_counts = now, counts
+        if gone:
+            log.info("instances forgotten", count=gone)
+
+    async def run(self) -> None:
+        """Heartbeat every `interval_s` seconds until cancelled; PostgreSQL errors are
+        logged and the next heartbeat tries again (the changes carry over)."""
+        while True:
+            try:
+                await self.beat_once()
+            except TaskflowError as exc:
+                log.warning("heartbeat failed", instance=self._pipeline.owner, error=str(exc))
+            await asyncio.sleep(self.interval_s)
+
+    async def deregister(self) -> None:
+        """Remove this instance from the registry (it is stopping)."""
+        try:
+            await self._store.deregister(self._pipeline.owner)
+        except TaskflowError as exc:
+            log.warning("deregister failed", instance=self._pipeline.owner, error=str(exc))
+
+
+REGISTRY = web.AppKey("instance_registry", InstanceRegistry)

@@ -1,0 +1,225 @@
+// The task list: status filter, search, keyset pages, live rows, bulk cancel and retry.
+
+import { actOnMany, CANCELLABLE, confirmAction, RETRYABLE, summarize } from "./actions.js";
+import { api } from "./api.js";
+import { badge, byId, el, fill, formatTime } from "./dom.js";
+
+const PAGE_SIZE = 50;
+
+export class TaskList {
+  constructor({ notify }) {
+    this.notify = notify;
+    this.visible = false;
+    this.statuses = [];
+    this.q = "";
+    this.cursors = []; // the cursors of the pages before this one
+    this.cursor = null; // this page's cursor (null: the first page)
+    this.next = null;
+    this.rows = new Map(); // task id -> {row, task, seq}
+    this.fetching = new Map(); // task id -> whether to read it again when fetched
+    this.selected = new Set();
+    this.bind();
+  }
+
+  bind() {
+    byId("task-filter").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const form = new FormData(event.target);
+      const params = new URLSearchParams();
+      for (const status of form.getAll("status")) params.append("status", status);
+      const q = String(form.get("q") || "").trim();
+      if (q) params.set("q", q);
+      const query = params.toString();
+      location.hash = `#/tasks${query ? `?${query}` : ""}`;
+    });
+    for (const box of document.querySelectorAll("#task-filter input[name=status]")) {
+      box.addEventListener("change", () => byId("task-filter").requestSubmit());
+    }
+    byId("page-next").addEventListener("click", () => {
+      this.cursors.push(this.cursor);
+      this.cursor = this.next;
+      this.load();
+    });
+    byId("page-prev").addEventListener("click", () => {
+      this.cursor = this.cursors.pop() ?? null;
+      this.load();
+    });
+    byId("page-first").addEventListener("click", () => {
+      this.cursors = [];
+      this.cursor = null;
+      this.load();
+    });
+    byId("select-all").addEventListener("change", (event) => {
+      for (const [id, entry] of this.rows) {
+        entry.box.checked = event.target.checked;
+        if (event.target.checked) this.selected.add(id);
+        else this.selected.delete(id);
+      }
+      this.updateBulk();
+    });
+    byId("bulk-cancel").addEventListener("click", () => this.bulk("cancel"));
+    byId("bulk-retry").addEventListener("click", () => this.bulk("retry"));
+  }
+
+  /** Show the list for a hash query (`status=..&q=..`). */
+  show(params) {
+    this.visible = true;
+    const statuses = params.getAll("status");
+    const q = params.get("q") || "";
+    for (const box of document.querySelectorAll("#task-filter input[name=status]")) {
+      box.checked = statuses.includes(box.value);
+    }
+    byId("search").value = q;
+    if (statuses.join() !== this.statuses.join() || q !== this.q || !this.rows.size) {
+      this.cursors = [];
+      this.cursor = null;
+    }
+    this.statuses = statuses;
+    this.q = q;
+    this.load();
+  }
+
+  hide() {
+    this.visible = false;
+  }
+
+  query(extra = {}) {
+    const params = new URLSearchParams();
+    for (const status of this.statuses) params.append("status", status);
+    if (this.q) params.set("q", this.q);
+    params.set("limit", String(PAGE_SIZE));
+    if (this.cursor) params.set("cursor", this.cursor);
+    for (const [k, v] of Object.entries(extra)) params.set(k, v);
+    return params.toString();
+  }
+
+  async load() {
+    let page;
+    try {
+      page = await api(`/tasks?${this.query()}`);
+    } catch (error) {
+      this.notify(`Could not list tasks: ${error.message}`, "error");
+      return;
+    }
+    this.rows.clear();
+    this.selected.clear();
+    byId("select-all").checked = false;
+    fill(byId("task-rows"), ...page.items.map((task) => this.row(task)));
+    this.next = page.next_cursor;
+    byId("tasks-empty").hidden = page.items.length > 0;
+    byId("page-next").disabled = !this.next;
+    byId("page-prev").disabled = this.cursors.length === 0;
+    byId("page-first").disabled = this.cursor === null;
+    this.updateBulk();
+  }
+
+  row(task) {
+    const box = el("input", { type: "checkbox", "aria-label": `Select ${task.title}` });
+    box.addEventListener("change", () => {
+      if (box.checked) this.selected.add(task.id);
+      else this.selected.delete(task.id);
+      this.updateBulk();
+    });
+    const link = el("a", { href: `#/tasks/${task.id}`, class: "title", text: task.title });
+    const row = el(
+      "tr",
+      { dataset: { id: task.id, status: task.status } },
+      el("td", { class: "select" }, box),
+      el("td", {}, link),
+      el("td", { class: "status" }, badge(task.status)),
+      el("td", { class: "wide attempts", text: task.attempts }),
+      el("td", { class: "wide", text: task.source }),
+      el("td", { class: "created", text: formatTime(task.created_at) }),
+    );
+    this.rows.set(task.id, { row, box, task, seq: 0 });
+    return row;
+  }
+
+  /** A status change from the live stream. */
+  changed(change) {
+    if (!this.visible) return;
+    const entry = this.rows.get(change.task_id);
+    if (entry) {
+      if (change.seq <= entry.seq) return;
+      entry.seq = change.seq;
+      entry.task.status = change.status;
+      entry.row.dataset.status = change.status;
+      entry.row.querySelector(".status").replaceChildren(badge(change.status));
+      const attempts = entry.row.querySelector(".attempts");
+      if (change.attempt > Number(attempts.textContent)) attempts.textContent = change.attempt;
+      const left = this.statuses.length > 0 && !this.statuses.includes(change.status);
+      entry.row.classList.toggle("left-filter", left);
+      return;
+    }
+    if (this.fetching.has(change.task_id)) {
+      this.fetching.set(change.task_id, true);
+      return;
+    }
+    const isNew = change.seq === 1 && change.status === "new";
+    if (isNew && this.cursor === null) this.fetchNew(change.task_id);
+  }
+
+  async fetchNew(id) {
+    this.fetching.set(id, false);
+    let task;
+    try {
+      for (;;) {
+        task = await api(`/tasks/${encodeURIComponent(id)}`);
+        if (!this.fetching.get(id)) break;
+        this.fetching.set(id, false);
+      }
+    } catch {
+      return;
+    } finally {
+      this.fetching.delete(id);
+    }
+    if (!this.visible || this.cursor !== null || this.rows.has(id) || !this.matches(task)) return;
+    const row = this.row(task);
+    row.classList.add("arrived");
+    byId("task-rows").prepend(row);
+    byId("tasks-empty").hidden = true;
+  }
+
+  matches(task) {
+    if (this.statuses.length && !this.statuses.includes(task.status)) return false;
+    if (!this.q) return true;
+    return task.id === this.q.toLowerCase() || task.title.toLowerCase().startsWith(this.q.toLowerCase());
+  }
+
+  updateBulk() {
+    const ids = [...this.selected];
+    const tasks = ids.map((id) => this.rows.get(id)?.task).filter(Boolean);
+    byId("selected-count").textContent = `${ids.length} selected`;
+    byId("bulk-cancel").disabled = !tasks.some((t) => CANCELLABLE.has(t.status));
+    byId("bulk-retry").disabled = !tasks.some((t) => RETRYABLE.has(t.status));
+  }
+
+  async bulk(action) {
+    const ids = [...this.selected];
+    if (!ids.length) return;
+    const verb = action === "cancel" ? "Cancel" : "Retry";
+    const { ok, reason } = await confirmAction(
+      `${verb} ${ids.length} task${ids.length === 1 ? "" : "s"}?`,
+      action === "cancel"
+        ? "New tasks are cancelled at once; running ones are stopped. Finished ones are left as they are."
+        : "Failed and cancelled tasks go back to new and run again. Others are left as they are.",
+      `${verb} ${ids.length}`,
+    );
+    if (!ok) return;
+    try {
+      const results = await actOnMany(action, ids, reason);
+      this.notify(`${verb}: ${summarize(results)}`, "ok");
+      for (const r of results) {
+        const entry = this.rows.get(r.id);
+        if (entry && r.status) {
+          entry.task.status = r.status;
+          entry.row.dataset.status = r.status;
+          entry.row.querySelector(".status").replaceChildren(badge(r.status));
+        }
+      }
+      this.updateBulk();
+    } catch (error) {
+      this.notify(`${verb} failed: ${error.message}`, "error");
+    }
+  }
+}

@@ -1,0 +1,31 @@
+-- The dashboard's data: the live instances, their rate samples, and the title-prefix index.
+
+-- Every running instance upserts itself at start-up and heartbeats here every few seconds
+-- (busy processors, intake queue depth). Readers list those seen in the last few
+-- heartbeats; rows of instances gone for long are deleted by the others' heartbeats.
+CREATE TABLE IF NOT EXISTS instances (
+    id             text        PRIMARY KEY,
+    started_at     timestamptz NOT NULL,
+    last_seen_at   timestamptz NOT NULL DEFAULT now(),
+    processors     integer     NOT NULL CHECK (processors >= 0),
+    busy           integer     NOT NULL DEFAULT 0 CHECK (busy >= 0),
+    queue_depth    integer     NOT NULL DEFAULT 0 CHECK (queue_depth >= 0),
+    queue_capacity integer     NOT NULL DEFAULT 0 CHECK (queue_capacity >= 0)
+);
+
+-- One row per heartbeat of each instance: the status changes it committed since its
+-- previous heartbeat. Rates (`GET /stats`) and the 15-minute chart sum these few rows,
+-- so their cost depends on the number of instances, never on the number of tasks.
+CREATE TABLE IF NOT EXISTS instance_rates (
+    at          timestamptz NOT NULL DEFAULT now(),
+    instance_id text        NOT NULL,
+    seconds     real        NOT NULL CHECK (seconds > 0),
+    created     integer     NOT NULL DEFAULT 0,
+    completed   integer     NOT NULL DEFAULT 0,
+    failed      integer     NOT NULL DEFAULT 0,
+    cancelled   integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (at, instance_id)
+);
+
+-- `GET /tasks?q=` by case-insensitive title prefix: a range scan on this index.
+CREATE INDEX IF NOT EXISTS tasks_title_prefix_idx ON tasks (lower(title) text_pattern_ops);
