@@ -15,6 +15,7 @@ from aiohttp import web
 from taskflow.dashboard.registry import HEARTBEAT_S, REGISTRY, InstanceRegistry
 from taskflow.dashboard.routes import setup_routes
 from taskflow.db.dashboard import DashboardStore
+from taskflow.errors import TaskflowError
 from taskflow.keys import METRICS, PIPELINE, SETTINGS, STORE
 
 __all__ = ["REGISTRY", "setup"]
@@ -26,6 +27,7 @@ _HEARTBEAT_TASK = web.AppKey("instance_heartbeat", asyncio.Task[None])
 
 async def _supervised(registry: InstanceRegistry) -> None:
     while True:
+        await asyncio.sleep(registry.interval_s)
         try:
             await registry.run()
         except Exception:
@@ -53,6 +55,10 @@ def setup(app: web.Application, *, heartbeat_s: float = HEARTBEAT_S) -> None:
             interval_s=heartbeat_s,
         )
         app[REGISTRY] = registry
+        try:  # listed at once, not only after the first interval
+            await registry.beat_once()
+        except TaskflowError as exc:
+            log.warning("heartbeat failed", error=str(exc))
         app[_HEARTBEAT_TASK] = asyncio.create_task(_supervised(registry), name="instance-heartbeat")
 
     async def stop(app: web.Application) -> None:

@@ -71,6 +71,11 @@ class InstanceRegistry:
         self._last_beat = time.monotonic()
 
     @property
+    def instance_id(self) -> str:
+        """This instance's id in the registry: its pipeline's `lease_owner` name."""
+        return self._pipeline.owner
+
+    @property
     def stale_after_s(self) -> float:
         """How old a heartbeat may be for its instance to be listed as live."""
         return self.interval_s * MISSED_HEARTBEATS

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp_apigami import docs
 
 from taskflow.api.schemas import ErrorSchema
+from taskflow.api.tasks import RETRY_AFTER_HEADER
 from taskflow.dashboard.registry import REGISTRY
 from taskflow.dashboard.schemas import RateSeriesSchema, StatsSchema
 from taskflow.db.dashboard import RATE_KINDS, DashboardStore
@@ -41,7 +42,11 @@ SECURITY_HEADERS = {
 }
 
 _UNAVAILABLE = {
-    503: {"description": "PostgreSQL unreachable; see Retry-After", "schema": ErrorSchema}
+    503: {
+        "description": "PostgreSQL unreachable; see Retry-After",
+        "schema": ErrorSchema,
+        "headers": RETRY_AFTER_HEADER,
+    }
 }
 
 

@@ -44,6 +44,10 @@ OPERATIONS = {
     ("get", "/metrics"),
     ("get", "/api/docs"),
     ("get", "/api/docs/swagger.json"),
+    ("get", "/"),
+    ("get", "/dashboard"),
+    ("get", "/stats"),
+    ("get", "/stats/rates"),
 }
 
 

@@ -47,6 +47,10 @@ OPERATIONS = {
     ("GET", "/metrics"),
     ("GET", "/api/docs"),
     ("GET", "/api/docs/swagger.json"),
+    ("GET", "/"),
+    ("GET", "/dashboard"),
+    ("GET", "/stats"),
+    ("GET", "/stats/rates"),
 }
 TIMEOUT_MS = 60_000
 

@@ -38,6 +38,16 @@ export function formatTime(iso) {
   });
 }
 
+/** A timestamp, short: the time alone when it is today. */
+export function formatShort(iso) {
+  if (!iso) return "—";
+  const when = new Date(iso);
+  if (when.toDateString() === new Date().toDateString()) {
+    return when.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+  return formatTime(iso);
+}
+
 /** How long ago, in words ("5 s ago"). */
 export function ago(iso) {
   const seconds = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));

@@ -2,7 +2,7 @@
 
 import { actOnMany, CANCELLABLE, confirmAction, RETRYABLE, summarize } from "./actions.js";
 import { api } from "./api.js";
-import { badge, byId, el, fill, formatTime } from "./dom.js";
+import { badge, byId, el, fill, formatShort, formatTime } from "./dom.js";
 
 const PAGE_SIZE = 50;
 
@@ -129,7 +129,7 @@ export class TaskList {
       el("td", { class: "status" }, badge(task.status)),
       el("td", { class: "wide attempts", text: task.attempts }),
       el("td", { class: "wide", text: task.source }),
-      el("td", { class: "created", text: formatTime(task.created_at) }),
+      el("td", { class: "created", title: formatTime(task.created_at), text: formatShort(task.created_at) }),
     );
     this.rows.set(task.id, { row, box, task, seq: 0 });
     return row;
