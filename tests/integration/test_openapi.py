@@ -124,6 +124,7 @@ async def test_document_details_of_the_task_routes(client: Client) -> None:
         "in_progress",
         "completed",
         "failed",
+        "cancelled",
     ]
     assert listing["status"]["explode"] is True
     assert listing["cursor"]["schema"]["maxLength"] == 200
