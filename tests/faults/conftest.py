@@ -15,8 +15,9 @@ import aio_pika
 import aiohttp
 import pytest
 
+from taskflow_bench.harness.environment import service_environment
+from taskflow_bench.harness.service import RAW, Service
 from tests.conftest import AMQP_URL
-from tests.faults.service import Service, clean_environment, free_port
 from tests.integration.proxy import TcpProxy
 
 
@@ -31,19 +32,17 @@ class Fleet:
         self._log_dir = log_dir
 
     def environment(self, **settings: str | float) -> dict[str, str]:
-        """The environment of a service: test defaults, then `settings` (TASKFLOW_ names)."""
-        env = {
-            "DATABASE_URL": self.db_url,
-            "AMQP_URL": AMQP_URL,
-            "TASKFLOW_AMQP_QUEUE": self.amqp_queue,
-            "TASKFLOW_HOST": "127.0.0.1",
-            "TASKFLOW_PORT": str(free_port()),
-            "TASKFLOW_LOG_FORMAT": "json",
-            "TASKFLOW_LOG_LEVEL": "info",
-            "TASKFLOW_FAILURE_RATE": "0.1",
+        """The environment of a service: test defaults, then `settings` (by setting name)."""
+        defaults: dict[str, str | float] = {
+            "database_url": self.db_url,
+            "amqp_url": AMQP_URL,
+            "amqp_queue": self.amqp_queue,
+            "host": "127.0.0.1",
+            "log_format": "json",
+            "log_level": "info",
+            "failure_rate": 0.1,
         }
-        env.update({key: str(value) for key, value in settings.items()})
-        return clean_environment(env)
+        return service_environment({**defaults, **settings})
 
     async def launch(self, name: str, **settings: str | float) -> Service:
         """Start a service without waiting for it."""
@@ -54,7 +53,7 @@ class Fleet:
     async def start(self, name: str, **settings: str | float) -> Service:
         """Start a service and wait until it is ready."""
         service = await self.launch(name, **settings)
-        await service.wait_ready(self.session)
+        await service.wait_ready()
         return service
 
     async def close(self) -> None:
@@ -68,12 +67,13 @@ class Fleet:
         await self._delete_queues()
         errors = []
         for n, service in enumerate(self.services):
-            (self._log_dir / f"{n}-{service.name}.log").write_text(service.tail(len(service.logs)))
+            (self._log_dir / f"{n}-{service.name}.log").write_text(service.output)
             errors += [
                 f"{service.name}: {e}"
                 for e in service.logs
-                if e.get("level") in ("error", "critical") or e.get("event") == "<raw>"
+                if e.get("level") in ("error", "critical") or e.get("event") == RAW
             ]
+            errors += [f"{service.name} printed: {line}" for line in service.printed]
         assert not errors, "services logged errors:\n" + "\n".join(errors[:20])
 
     async def _delete_queues(self) -> None:

@@ -15,9 +15,10 @@ import aio_pika
 import asyncpg
 import pytest
 
+from taskflow_bench.harness.metrics import value
+from taskflow_bench.harness.service import Service
 from tests.conftest import AMQP_URL
 from tests.faults.conftest import Fleet
-from tests.faults.service import Service
 from tests.faults.tasks import create_tasks, snapshot, wait_all_terminal
 from tests.integration.amqp.support import Broker
 from tests.integration.proxy import TcpProxy
@@ -50,7 +51,7 @@ async def _wait_amqp(fleet: Fleet, service: Service, consuming: bool) -> None:
     async with asyncio.timeout(60):
         while True:
             state = (await _readiness(fleet, service))["amqp"]["state"]
-            connected = (await service.metrics(fleet.session))["taskflow_amqp_connected"]
+            connected = value((await service.metrics()), "taskflow_amqp_connected")
             if (state == "consuming") == consuming and connected == float(consuming):
                 return
             await asyncio.sleep(0.1)
@@ -67,10 +68,10 @@ async def test_rabbitmq_outage_loses_and_duplicates_nothing(
     proxy, proxied_url = amqp_proxy
     service = await fleet.start(
         "service",
-        AMQP_URL=proxied_url,
-        TASKFLOW_PROCESSORS=50,
-        TASKFLOW_WORK_MIN_S=0.0,
-        TASKFLOW_WORK_MAX_S=0.05,
+        amqp_url=proxied_url,
+        processors=50,
+        work_min_s=0.0,
+        work_max_s=0.05,
     )
     await _wait_amqp(fleet, service, consuming=True)
 
@@ -100,10 +101,10 @@ async def test_rabbitmq_outage_loses_and_duplicates_nothing(
     )
     assert await broker.waiting() == 0
     assert await broker.waiting(broker.dead) == 0
-    metrics = await service.metrics(fleet.session)
-    created = metrics['taskflow_tasks_created_total{source="amqp"}']
+    metrics = await service.metrics()
+    created = value(metrics, "taskflow_tasks_created_total", source="amqp")
     assert created == 3 * PER_PHASE
-    duplicates = metrics.get('taskflow_amqp_messages_total{outcome="duplicate"}', 0.0)
+    duplicates = value(metrics, "taskflow_amqp_messages_total", outcome="duplicate")
     print(
         f"\nRabbitMQ cut while consuming: {3 * PER_PHASE} messages → {created:.0f} tasks, "
         f"{duplicates:.0f} redeliveries recognised as duplicates"

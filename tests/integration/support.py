@@ -16,8 +16,6 @@ from taskflow.config import Settings
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[Settings], Awaitable[Client]]
 
-TERMINAL = ("completed", "failed")
-
 
 async def create(client: Client, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
     """POST a task that must be accepted (201 or 200); return it."""
@@ -26,17 +24,6 @@ async def create(client: Client, body: dict[str, Any], key: str | None = None) -
     assert response.status in (200, 201), await response.text()
     task: dict[str, Any] = await response.json()
     return task
-
-
-async def wait_terminal(client: Client, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Poll a task until it is completed or failed."""
-    async with asyncio.timeout(timeout):
-        while True:
-            response = await client.get(f"/tasks/{task_id}")
-            task: dict[str, Any] = await response.json()
-            if task["status"] in TERMINAL:
-                return task
-            await asyncio.sleep(0.02)
 
 
 async def settle(client: Client, timeout: float = 60.0) -> None:
@@ -65,21 +52,6 @@ async def assert_error(response: ClientResponse, status: int, code: str) -> dict
     details: dict[str, Any] = body["error"]["details"]
     assert isinstance(details, dict), text
     return details
-
-
-async def metric(client: Client, name: str, labels: dict[str, str] | None = None) -> float:
-    """The value of one sample on `/metrics` (0 when the series is absent)."""
-    response = await client.get("/metrics")
-    assert response.status == 200
-    wanted = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
-    series = f"{name}{{{wanted}}}" if wanted else name
-    for line in (await response.text()).splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        if sample == series:
-            return float(value)
-    return 0.0
 
 
 async def run_taskflow(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

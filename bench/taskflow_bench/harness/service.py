@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from taskflow_bench.harness import metrics
+from taskflow_bench.harness import events, metrics
 from taskflow_bench.harness.environment import port_of
 
 SERVE = (sys.executable, "-m", "taskflow", "serve")
@@ -103,7 +103,7 @@ class Service:
     @property
     def owner(self) -> str:
         """The instance id this process writes as `lease_owner`."""
-        return str(self.event("pipeline started")["owner"])
+        return str(self.event(events.PIPELINE_STARTED)["owner"])
 
     def client(self, **options: Any) -> aiohttp.ClientSession:
         """A new HTTP session whose paths are relative to this service (`get("/tasks")`)."""

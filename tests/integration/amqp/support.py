@@ -10,7 +10,8 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
+
+from taskflow_bench.harness import metrics
 
 Client = TestClient[web.Request, web.Application]
 WAIT_S = 60.0
@@ -94,30 +95,6 @@ async def wait_for_tasks(client: Client, count: int) -> list[dict[str, Any]]:
             await asyncio.sleep(0.05)
 
 
-async def wait_terminal(client: Client, task_id: str) -> dict[str, Any]:
-    """Poll a task until it is completed or failed."""
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            task: dict[str, Any] = await (await client.get(f"/tasks/{task_id}")).json()
-            if task["status"] in ("completed", "failed"):
-                return task
-            await asyncio.sleep(0.05)
-
-
-async def metric(client: Client, name: str, **labels: str) -> float:
-    """The value of one sample from GET /metrics (0 when it is absent)."""
-    text = await (await client.get("/metrics")).text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
-
-
 async def wait_for_metric(client: Client, value: float, name: str, **labels: str) -> None:
     """Poll /metrics until the sample reaches `value`."""
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            if await metric(client, name, **labels) >= value:
-                return
-            await asyncio.sleep(0.05)
+    await metrics.wait_for(client, lambda s: metrics.value(s, name, **labels) >= value, WAIT_S)
