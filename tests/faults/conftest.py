@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -117,25 +118,26 @@ def _through(url: str, proxy: TcpProxy) -> str:
     return urlunsplit(parts._replace(netloc=f"{credentials}@{host}" if credentials else host))
 
 
+@asynccontextmanager
+async def _proxied(url: str, default_port: int) -> AsyncIterator[tuple[TcpProxy, str]]:
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    await proxy.start()
+    try:
+        yield proxy, _through(url, proxy)
+    finally:
+        await proxy.stop()
+
+
 @pytest.fixture
 async def pg_proxy(db_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
     """A TCP proxy in front of the test's PostgreSQL, and the database URL through it."""
-    parts = urlsplit(db_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.start()
-    try:
-        yield proxy, _through(db_url, proxy)
-    finally:
-        await proxy.stop()
+    async with _proxied(db_url, 5432) as proxied:
+        yield proxied
 
 
 @pytest.fixture
 async def amqp_proxy() -> AsyncIterator[tuple[TcpProxy, str]]:
     """A TCP proxy in front of the test RabbitMQ, and the AMQP URL through it."""
-    parts = urlsplit(AMQP_URL)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    try:
-        yield proxy, _through(AMQP_URL, proxy)
-    finally:
-        await proxy.stop()
+    async with _proxied(AMQP_URL, 5672) as proxied:
+        yield proxied

@@ -24,7 +24,7 @@ from taskflow_bench.harness import events
 from taskflow_bench.harness.metrics import value
 from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
-from tests.faults.tasks import TaskRow, create_tasks, snapshot, wait_all_terminal
+from tests.faults.tasks import TaskRow, create_tasks, snapshot, terminal_write, wait_all_terminal
 
 LEASE_S = 3.0
 
@@ -213,12 +213,7 @@ async def test_paused_instance_cannot_overwrite_the_new_attempt(fleet: Fleet) ->
         assert now.attempts == was.attempts + 1, now
         assert now.history == now.expected_history(), now
         # The outcome is the newer attempt's, as the other instance logged it.
-        [written] = [
-            e
-            for e in other.events(events.STATUS_CHANGED, task_id=str(task_id), attempt=now.attempts)
-            if e["status"] in ("completed", "failed")
-        ]
-        assert written["status"] == now.status
+        assert terminal_write(other, task_id, now.attempts)["status"] == now.status
         [fenced] = paused.events(events.FENCED, task_id=str(task_id))
         assert fenced["attempt"] == was.attempts
     assert paused.running

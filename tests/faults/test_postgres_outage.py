@@ -20,7 +20,14 @@ from taskflow_bench.harness import events
 from taskflow_bench.harness.metrics import value
 from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
-from tests.faults.tasks import create_one, create_tasks, snapshot, wait_all_terminal, wait_counts
+from tests.faults.tasks import (
+    create_one,
+    create_tasks,
+    snapshot,
+    terminal_write,
+    wait_all_terminal,
+    wait_counts,
+)
 from tests.integration.proxy import TcpProxy
 
 LEASE_S = 3.0
@@ -165,12 +172,7 @@ async def test_partitioned_instance_is_fenced_after_takeover(
         now = rows[task_id]
         assert now.attempts == was.attempts + 1, now
         assert now.history == now.expected_history(), now
-        [written] = [
-            e
-            for e in other.events(events.STATUS_CHANGED, task_id=str(task_id), attempt=now.attempts)
-            if e["status"] in ("completed", "failed")
-        ]
-        assert written["status"] == now.status
+        assert terminal_write(other, task_id, now.attempts)["status"] == now.status
         fenced_here = cut_off.events(events.FENCED, task_id=str(task_id))
         assert len(fenced_here) == (1 if task_id in ran else 0)
     assert cut_off.running

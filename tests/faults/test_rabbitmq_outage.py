@@ -11,16 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import asyncpg
 import pytest
 
 from taskflow_bench.harness.metrics import value
 from taskflow_bench.harness.service import Service
-from tests.conftest import AMQP_URL
 from tests.faults.conftest import Fleet
 from tests.faults.tasks import create_tasks, snapshot, wait_all_terminal
-from tests.integration.amqp.support import Broker
+from tests.integration.amqp.support import Broker, open_broker
 from tests.integration.proxy import TcpProxy
 
 PER_PHASE = 200
@@ -29,15 +27,9 @@ PER_PHASE = 200
 @pytest.fixture
 async def broker(fleet: Fleet) -> AsyncIterator[Broker]:
     """A publisher's connection straight to RabbitMQ (not through the proxy)."""
-    connection = await aio_pika.connect(AMQP_URL, timeout=30)
-    try:
-        channel = await connection.channel()
-        handle = Broker(channel, fleet.amqp_queue)
-        for name in (handle.queue, handle.dead):
-            await channel.declare_queue(name, durable=True, timeout=30)
+    # The fleet deletes the queues when it closes.
+    async with open_broker(fleet.amqp_queue, delete_after=False) as handle:
         yield handle
-    finally:
-        await connection.close()
 
 
 async def _readiness(fleet: Fleet, service: Service) -> dict[str, Any]:

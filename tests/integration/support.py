@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse, web
@@ -54,19 +55,29 @@ async def assert_error(response: ClientResponse, status: int, code: str) -> dict
     return details
 
 
-async def run_taskflow(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run `python -m taskflow ARGS` (environment plus `env`); exit code, stdout, stderr."""
+async def run_command(
+    *argv: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, str, str]:
+    """Run `argv` (this environment plus `env`) for at most `timeout`, killing it after;
+    exit code, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "taskflow", *args,
-        env={**os.environ, **(env or {})},
+        *argv, env={**os.environ, **(env or {})}, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(timeout):
             out, err = await process.communicate()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def run_taskflow(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `python -m taskflow ARGS` (environment plus `env`); exit code, stdout, stderr."""
+    return await run_command(sys.executable, "-m", "taskflow", *args, env=env)

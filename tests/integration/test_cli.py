@@ -8,20 +8,16 @@ from typing import Any
 
 import orjson
 
+from taskflow_bench.harness.environment import variable
 from taskflow_bench.harness.tasks import wait_terminal
 from tests.integration.support import Client, run_taskflow
 
 
-async def taskflow(client: Client, *args: str, **env: str) -> tuple[int, str, str]:
-    """Run `python -m taskflow ARGS` pointed at the test server by TASKFLOW_HOST/PORT."""
-    return await run_taskflow(
-        *args,
-        env={
-            "TASKFLOW_HOST": str(client.server.host),
-            "TASKFLOW_PORT": str(client.server.port),
-            **env,
-        },
-    )
+async def taskflow(client: Client, *args: str, **settings: str) -> tuple[int, str, str]:
+    """Run `python -m taskflow ARGS` pointed at the test server by its host and port
+    settings (then `settings`, by name)."""
+    chosen = {"host": str(client.server.host), "port": str(client.server.port), **settings}
+    return await run_taskflow(*args, env={variable(k): v for k, v in chosen.items()})
 
 
 async def test_submit_creates_the_task(client: Client) -> None:
@@ -59,7 +55,7 @@ async def test_submit_reports_what_the_service_refused(client: Client) -> None:
 async def test_submit_with_the_url_option_and_an_unreachable_service(client: Client) -> None:
     url = str(client.make_url("/"))
     code, out, _ = await taskflow(
-        client, "submit", "via url", "--payload", '{"w": 100}', "--url", url, TASKFLOW_PORT="1"
+        client, "submit", "via url", "--payload", '{"w": 100}', "--url", url, port="1"
     )
     assert code == 0
     task = orjson.loads(out)
@@ -72,7 +68,7 @@ async def test_submit_with_the_url_option_and_an_unreachable_service(client: Cli
 
 
 async def test_a_bad_setting_stops_the_command_with_one_line(client: Client) -> None:
-    code, out, err = await taskflow(client, "submit", "x", TASKFLOW_PORT="eighty")
+    code, out, err = await taskflow(client, "submit", "x", port="eighty")
     assert code == 2
     assert out == ""
     assert err.strip().count("\n") == 0

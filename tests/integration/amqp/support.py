@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -12,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from taskflow_bench.harness import metrics
+from tests.conftest import AMQP_URL
 
 Client = TestClient[web.Request, web.Application]
 WAIT_S = 60.0
@@ -50,6 +53,24 @@ class Broker:
         queue = await self.channel.declare_queue(name or self.queue, passive=True)
         assert queue.declaration_result.message_count is not None
         return queue.declaration_result.message_count
+
+
+@asynccontextmanager
+async def open_broker(queue: str, delete_after: bool) -> AsyncIterator[Broker]:
+    """A publisher's connection straight to RabbitMQ, with `queue` and its dead-letter
+    queue declared up front (and deleted afterwards if `delete_after`)."""
+    connection = await aio_pika.connect(AMQP_URL, timeout=30)
+    try:
+        channel = await connection.channel()
+        handle = Broker(channel, queue)
+        for name in (handle.queue, handle.dead):
+            await channel.declare_queue(name, durable=True, timeout=30)
+        yield handle
+        if delete_after:
+            for name in (handle.queue, handle.dead):
+                await channel.queue_delete(name, if_unused=False, if_empty=False, timeout=30)
+    finally:
+        await connection.close()
 
 
 async def readiness(client: Client) -> dict[str, Any]:
