@@ -1,4 +1,4 @@
--- Named queries of `taskflow bench`, loaded once by taskflow.bench.database.
+-- Named queries of `taskflow-bench`, loaded once by taskflow_bench.database.
 -- `{database}` is a quoted identifier filled in by the bench (DDL takes no parameters).
 
 -- name: create_database

@@ -26,7 +26,7 @@ POLL_S = 0.25  # each look is a count over the tasks table: not too often
 @cache
 def queries() -> dict[str, str]:
     """The bench's named queries."""
-    text = resources.files("taskflow.bench").joinpath("queries.sql").read_text("utf-8")
+    text = resources.files("taskflow_bench").joinpath("queries.sql").read_text("utf-8")
     return parse_queries(text)
 
 
