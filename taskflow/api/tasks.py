@@ -23,7 +23,7 @@ from taskflow.api.schemas import (
 )
 from taskflow.db.dashboard import DashboardStore
 from taskflow.errors import BadRequest, TaskNotFound
-from taskflow.keys import PIPELINE, STORE
+from taskflow.keys import DATABASE, PIPELINE, STORE
 from taskflow.models import Source, Status, Task
 from taskflow.validation import build_new_task
 
@@ -241,7 +241,7 @@ async def _search(
         if task is not None:
             wanted = not statuses or task.status in statuses
             return [task] if wanted and after is None else []
-    return await DashboardStore(request.app[STORE]).search_by_title(
+    return await DashboardStore(request.app[DATABASE]).search_by_title(
         q, [s.value for s in statuses], after, limit
     )
 

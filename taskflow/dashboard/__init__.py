@@ -16,7 +16,7 @@ from taskflow.dashboard.registry import HEARTBEAT_S, REGISTRY, InstanceRegistry
 from taskflow.dashboard.routes import setup_routes
 from taskflow.db.dashboard import DashboardStore
 from taskflow.errors import TaskflowError
-from taskflow.keys import METRICS, PIPELINE, SETTINGS, STORE
+from taskflow.keys import DATABASE, METRICS, PIPELINE, SETTINGS
 
 __all__ = ["REGISTRY", "setup"]
 
@@ -45,8 +45,7 @@ def setup(app: web.Application, *, heartbeat_s: float = HEARTBEAT_S) -> None:
     setup_routes(app)
 
     async def start(app: web.Application) -> None:
-        store = DashboardStore(app[STORE])
-        await store.create_tables()
+        store = DashboardStore(app[DATABASE])
         registry = InstanceRegistry(
             store,
             app[PIPELINE],

@@ -21,7 +21,7 @@ from taskflow.api.tasks import RETRY_AFTER_HEADER
 from taskflow.dashboard.registry import REGISTRY
 from taskflow.dashboard.schemas import RateSeriesSchema, StatsSchema
 from taskflow.db.dashboard import RATE_KINDS, DashboardStore
-from taskflow.keys import STORE
+from taskflow.keys import DATABASE, STORE
 
 PAGE_PATH = "/dashboard"
 STATIC_PATH = "/dashboard/static"
@@ -84,7 +84,7 @@ async def dashboard_page(_request: web.Request) -> web.FileResponse:
 async def _counts(request: web.Request) -> dict[str, int]:
     counts = dict.fromkeys(STATUSES, 0)
     for status, n in (await request.app[STORE].status_counts()).items():
-        counts[status.value] = n
+        counts[status.value] = int(n)  # the store gives a Decimal (sum of bigints)
     return counts
 
 
@@ -99,7 +99,7 @@ async def _counts(request: web.Request) -> dict[str, int]:
 )
 async def stats(request: web.Request) -> web.Response:
     """GET /stats."""
-    store = DashboardStore(request.app[STORE])
+    store = DashboardStore(request.app[DATABASE])
     registry = request.app[REGISTRY]
     changes = await store.recent_changes(RATE_WINDOW_S)
     instances = await store.live_instances(registry.stale_after_s)
@@ -122,7 +122,7 @@ async def stats(request: web.Request) -> web.Response:
 )
 async def rate_series(request: web.Request) -> web.Response:
     """GET /stats/rates."""
-    buckets = await DashboardStore(request.app[STORE]).change_series(
+    buckets = await DashboardStore(request.app[DATABASE]).change_series(
         SERIES_BUCKET_S, SERIES_WINDOW_S
     )
     items = [

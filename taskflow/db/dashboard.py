@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 
+from taskflow.db.connector import Database
 from taskflow.db.queries import parse_queries
-from taskflow.db.store import FAR_FUTURE, MAX_UUID, TaskStore
+from taskflow.db.store import FAR_FUTURE, MAX_UUID
 from taskflow.models import Source, Status, Task
 
 # The status changes the dashboard shows as rates, in this order.
@@ -32,13 +33,6 @@ def dashboard_queries() -> dict[str, str]:
     """The named queries of `dashboard.sql`, read once from the package."""
     text = resources.files("taskflow.db").joinpath("dashboard.sql").read_text("utf-8")
     return parse_queries(text)
-
-
-@cache
-def instances_ddl() -> str:
-    """The DDL of the instances registry (idempotent)."""
-    path = resources.files("taskflow.db").joinpath("migrations/0003_instances.sql")
-    return path.read_text("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,26 +105,20 @@ def _task(row: asyncpg.Record) -> Task:
 
 
 class DashboardStore:
-    """The dashboard's queries, run on the pool (and with the error translation) of a
-    `TaskStore`: unreachable PostgreSQL is `StoreUnavailable`, a refusal `StoreError`."""
+    """The dashboard's queries on a `Database` (its pool, its call timeout, its errors:
+    unreachable PostgreSQL is `StoreUnavailable`, a refusal `StoreError`)."""
 
-    def __init__(self, store: TaskStore) -> None:
-        self._store = store
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._q = dashboard_queries()
 
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._store.timeout
-        # TaskStore's own connection helper: its pool, its timeouts, its error translation.
-        async with self._store._conn() as conn:
+        deadline = loop.time() + self._db.timeout
+        async with self._db.connection() as conn:
             left = max(deadline - loop.time(), 0.001)
             rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args, timeout=left)
             return rows
-
-    async def create_tables(self) -> None:
-        """Create the registry's tables and the title index if they are missing."""
-        async with self._store._conn() as conn:
-            await conn.execute(instances_ddl(), timeout=self._store.timeout)
 
     async def heartbeat(self, beat: Heartbeat, forget_after_s: float, keep_s: float) -> int:
         """Record `beat`; delete instances unseen for `forget_after_s` and samples older

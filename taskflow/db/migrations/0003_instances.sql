@@ -1,9 +1,10 @@
--- The dashboard's data: the live instances, their rate samples, and the title-prefix index.
+-- Migration 3: the dashboard's data: the live instances, their rate samples, and the
+-- title-prefix index of `GET /tasks?q=`.
 
 -- Every running instance upserts itself at start-up and heartbeats here every few seconds
 -- (busy processors, intake queue depth). Readers list those seen in the last few
 -- heartbeats; rows of instances gone for long are deleted by the others' heartbeats.
-CREATE TABLE IF NOT EXISTS instances (
+CREATE TABLE instances (
     id             text        PRIMARY KEY,
     started_at     timestamptz NOT NULL,
     last_seen_at   timestamptz NOT NULL DEFAULT now(),
@@ -16,7 +17,7 @@ CREATE TABLE IF NOT EXISTS instances (
 -- One row per heartbeat of each instance: the status changes it committed since its
 -- previous heartbeat. Rates (`GET /stats`) and the 15-minute chart sum these few rows,
 -- so their cost depends on the number of instances, never on the number of tasks.
-CREATE TABLE IF NOT EXISTS instance_rates (
+CREATE TABLE instance_rates (
     at          timestamptz NOT NULL DEFAULT now(),
     instance_id text        NOT NULL,
     seconds     real        NOT NULL CHECK (seconds > 0),
@@ -28,4 +29,4 @@ CREATE TABLE IF NOT EXISTS instance_rates (
 );
 
 -- `GET /tasks?q=` by case-insensitive title prefix: a range scan on this index.
-CREATE INDEX IF NOT EXISTS tasks_title_prefix_idx ON tasks (lower(title) text_pattern_ops);
+CREATE INDEX tasks_title_prefix_idx ON tasks (lower(title) text_pattern_ops);

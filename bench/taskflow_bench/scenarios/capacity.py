@@ -7,10 +7,10 @@ instance. The efficiency is the measured rate over that ideal.
 
 from __future__ import annotations
 
-from taskflow.bench.report import MetricSpec, ScenarioResult, Target
-from taskflow.bench.scenarios.context import Context
-from taskflow.bench.scenarios.drain import process_waiting
-from taskflow.bench.stats import ratio
+from taskflow_bench.report import MetricSpec, ScenarioResult, Target
+from taskflow_bench.scenarios.context import Context
+from taskflow_bench.scenarios.drain import process_waiting
+from taskflow_bench.stats import ratio
 
 WORK_S = 1.0
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-from taskflow.bench.database import BenchDatabase
-from taskflow.bench.load import LoadResult, run_load
-from taskflow.bench.report import MetricSpec, ScenarioResult, Target
-from taskflow.bench.scenarios.context import Context
-from taskflow.bench.service import baseline_server
-from taskflow.bench.stats import rate, ratio
+from taskflow_bench.database import BenchDatabase
+from taskflow_bench.load import LoadResult, run_load
+from taskflow_bench.report import MetricSpec, ScenarioResult, Target
+from taskflow_bench.scenarios.context import Context
+from taskflow_bench.service import baseline_server
+from taskflow_bench.stats import rate, ratio
 
 WARMUP_S = 1.0
 SETTLE_TIMEOUT_S = 300.0

@@ -1,4 +1,4 @@
--- Named queries of `taskflow bench`, loaded once by taskflow.bench.database.
+-- Named queries of `taskflow-bench`, loaded once by taskflow_bench.database.
 -- `{database}` is a quoted identifier filled in by the bench (DDL takes no parameters).
 
 -- name: create_database
@@ -36,7 +36,7 @@ SELECT count(*) FROM (
     FROM tasks t LEFT JOIN task_events e ON e.task_id = t.id
     WHERE t.status IN ('completed', 'failed')
     GROUP BY t.id, t.status
-    HAVING array_agg(e.status ORDER BY e.id) <> ARRAY['new', 'in_progress', t.status]
+    HAVING array_agg(e.status ORDER BY e.seq) <> ARRAY['new', 'in_progress', t.status]
 ) AS bad;
 
 -- name: source_count

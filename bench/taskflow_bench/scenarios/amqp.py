@@ -20,11 +20,12 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from taskflow.bench.database import POLL_S
-from taskflow.bench.report import MetricSpec, Outcome, ScenarioResult, Target
-from taskflow.bench.scenarios.context import Context
-from taskflow.bench.service import Deployment, ServiceConfig
-from taskflow.bench.stats import quantile_index, rate, ratio, steady_rate
+from taskflow_bench.database import POLL_S
+from taskflow_bench.harness.tasks import get_json
+from taskflow_bench.report import MetricSpec, Outcome, ScenarioResult, Target
+from taskflow_bench.scenarios.context import Context
+from taskflow_bench.service import Deployment, ServiceConfig
+from taskflow_bench.stats import quantile_index, rate, ratio, steady_rate
 
 BASELINE_ONLY = "only the aio-pika baseline was measured"
 PREFETCH = 1000
@@ -116,7 +117,8 @@ async def consumer_state(ctx: Context, config: ServiceConfig) -> str:
 async def _amqp_state(service: Deployment) -> str:
     states = set()
     for instance in service.instances:
-        body = await instance.get_json("/health/ready")
+        async with instance.client() as http:
+            body = await get_json(http, "/health/ready")
         states.add(str(body.get("amqp", {}).get("state", "unknown")))
     return states.pop() if len(states) == 1 else ",".join(sorted(states))
 

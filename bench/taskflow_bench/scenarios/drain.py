@@ -7,11 +7,11 @@ PostgreSQL's clock, and every task must have exactly its three committed status 
 
 from __future__ import annotations
 
-from taskflow.bench.database import BenchDatabase
-from taskflow.bench.report import MetricSpec, ScenarioResult, Target
-from taskflow.bench.scenarios.context import Context, mib
-from taskflow.bench.service import ServiceConfig
-from taskflow.bench.stats import rate
+from taskflow_bench.database import BenchDatabase
+from taskflow_bench.report import MetricSpec, ScenarioResult, Target
+from taskflow_bench.scenarios.context import Context, mib
+from taskflow_bench.service import ServiceConfig
+from taskflow_bench.stats import rate
 
 METRICS = (
     MetricSpec("tasks_per_s", "tasks/s, first start to last finish", "1/s"),

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from taskflow.bench.report import MetricSpec, ScenarioResult, Target
-from taskflow.bench.scenarios.context import Context, mib
-from taskflow.bench.stats import ratio
+from taskflow_bench.report import MetricSpec, ScenarioResult, Target
+from taskflow_bench.scenarios.context import Context, mib
+from taskflow_bench.stats import ratio
 
 WORK_S = 1.0
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
-from taskflow.bench.database import BenchDatabase
-from taskflow.bench.options import BenchOptions
-from taskflow.bench.progress import Progress
-from taskflow.bench.service import Deployment, ServiceConfig, running
+from taskflow_bench.database import BenchDatabase
+from taskflow_bench.options import BenchOptions
+from taskflow_bench.progress import Progress
+from taskflow_bench.service import Deployment, ServiceConfig, running
 
 MIB = 1024
 

@@ -15,13 +15,13 @@ import uvloop
 from aio_pika.exceptions import AMQPError
 
 from taskflow import __version__
-from taskflow.bench.load import choose_client
-from taskflow.bench.options import BenchOptions
-from taskflow.bench.progress import Progress
-from taskflow.bench.report import Outcome, Report, ScenarioResult, render_table
-from taskflow.bench.scenarios import amqp, backlog, capacity, drain, http
-from taskflow.bench.scenarios.context import Context
 from taskflow.errors import TaskflowError
+from taskflow_bench.load import choose_client
+from taskflow_bench.options import BenchOptions
+from taskflow_bench.progress import Progress
+from taskflow_bench.report import Outcome, Report, ScenarioResult, render_table
+from taskflow_bench.scenarios import amqp, backlog, capacity, drain, http
+from taskflow_bench.scenarios.context import Context
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +97,7 @@ def main(options: BenchOptions) -> int:
     """Run the bench and print the table or JSON; 1 when a scenario failed, 130 if stopped."""
     report = uvloop.run(_until_stopped(options))
     if report is None:
-        print("taskflow bench: stopped", file=sys.stderr)
+        print("taskflow-bench: stopped", file=sys.stderr)
         return 130
     if options.json:
         sys.stdout.write(report.to_json().decode() + "\n")

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from taskflow.bench.stats import Summary, summarize_runs
+from taskflow_bench.stats import Summary, summarize_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ class ScenarioResult:
 
 @dataclass(slots=True)
 class Report:
-    """Everything a run of `taskflow bench` found, and where it ran."""
+    """Everything a run of `taskflow-bench` found, and where it ran."""
 
     environment: dict[str, Any]
     repetitions: int

@@ -1,6 +1,6 @@
 """The baseline of the http scenario: a bare aiohttp JSON handler on uvloop.
 
-`python -m taskflow.bench.baseline --port N` serves `POST /tasks` by decoding the JSON
+`python -m taskflow_bench.baseline --port N` serves `POST /tasks` by decoding the JSON
 body and answering 201 with a small JSON object: the least a JSON API on aiohttp can do.
 The bench drives it with the same client as taskflow, so taskflow's rate is a ratio.
 """

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
-from taskflow.bench.stats import histogram, merge, percentile, rate
+from taskflow_bench.stats import histogram, merge, percentile, rate
 
 BODY = orjson.dumps({"title": "bench", "payload": {"size": 1}})
 MARKER = "TASKFLOW-BENCH "

@@ -1,4 +1,4 @@
-"""The options of `taskflow bench`, from the command line to one frozen object."""
+"""The options of `taskflow-bench`, from the command line to one frozen object."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def _scenarios(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of `taskflow bench` to `parser`."""
+    """Add the options of `taskflow-bench` to `parser`."""
     d = BenchOptions()
     parser.add_argument(
         "scenarios",

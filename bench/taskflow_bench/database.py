@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from taskflow.db.queries import parse_queries, schema_sql
+from taskflow.db.migrate import apply_pending
+from taskflow.db.queries import parse_queries
 
 _NAME = re.compile(r"^taskflow_bench_[0-9a-f]{12}$")
 COPY_CHUNK = 10_000
@@ -25,7 +26,7 @@ POLL_S = 0.25  # each look is a count over the tasks table: not too often
 @cache
 def queries() -> dict[str, str]:
     """The bench's named queries."""
-    text = resources.files("taskflow.bench").joinpath("queries.sql").read_text("utf-8")
+    text = resources.files("taskflow_bench").joinpath("queries.sql").read_text("utf-8")
     return parse_queries(text)
 
 
@@ -73,7 +74,7 @@ class BenchDatabase:
             url = database_url(admin_url, name)
             conn = await asyncpg.connect(url, timeout=timeout, command_timeout=600)
             try:
-                await conn.execute(schema_sql())
+                await apply_pending(conn)
                 yield cls(conn, url)
             finally:
                 await conn.close(timeout=timeout)
@@ -81,7 +82,7 @@ class BenchDatabase:
             await _admin(admin_url, queries()["drop_database"], name, timeout)
 
     async def insert_waiting(self, count: int) -> None:
-        """Insert `count` new tasks and their `new` history rows with COPY, then ANALYZE.
+        """Insert `count` new tasks with COPY (the triggers write their history), then ANALYZE.
 
         ANALYZE gives the planner the statistics autovacuum would have gathered by the
         time a real backlog of that size is processed.
@@ -93,11 +94,6 @@ class BenchDatabase:
                     "tasks",
                     records=[(i, f"bench {start + n}", "http") for n, i in enumerate(ids)],
                     columns=["id", "title", "source"],
-                )
-                await self._conn.copy_records_to_table(
-                    "task_events",
-                    records=[(i, "new", 0) for i in ids],
-                    columns=["task_id", "status", "attempt"],
                 )
         await self._conn.execute(self._q["analyze"])
 
