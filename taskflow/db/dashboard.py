@@ -112,13 +112,22 @@ class DashboardStore:
         self._db = db
         self._q = dashboard_queries()
 
-    async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, name: str, *args: Any, plan_each_time: bool = False) -> list[Any]:
+        """Run a named query within the call timeout.
+
+        With `plan_each_time` it is prepared afresh (not from the statement cache), so
+        PostgreSQL plans it for these very parameters: a cached statement soon gets a
+        generic plan, which cannot tell a rare title prefix from a common one.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._db.timeout
         async with self._db.connection() as conn:
             left = max(deadline - loop.time(), 0.001)
-            rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args, timeout=left)
-            return rows
+            if not plan_each_time:
+                return list(await conn.fetch(self._q[name], *args, timeout=left))
+            statement = await conn.prepare(self._q[name], timeout=left)
+            left = max(deadline - loop.time(), 0.001)
+            return list(await statement.fetch(*args, timeout=left))
 
     async def heartbeat(self, beat: Heartbeat, forget_after_s: float, keep_s: float) -> int:
         """Record `beat`; delete instances unseen for `forget_after_s` and samples older
@@ -170,6 +179,13 @@ class DashboardStore:
         low, high = title_range(prefix)
         created_at, task_id = after or (FAR_FUTURE, MAX_UUID)
         rows = await self._fetch(
-            "search_by_title", low, high, created_at, task_id, limit, list(statuses)
+            "search_by_title",
+            low,
+            high,
+            created_at,
+            task_id,
+            limit,
+            list(statuses),
+            plan_each_time=True,
         )
         return [_task(r) for r in rows]
