@@ -144,9 +144,7 @@ class Dispatcher(Actor):
 
     async def _claim(self, limit: int) -> list[Claim]:
         started = asyncio.get_running_loop().time()
-        rows = await self._store.claim(
-            self._owner, self._lease_s, limit, self._attempts.held()
-        )
+        rows = await self._store.claim(self._owner, self._lease_s, limit, self._attempts.held())
         self._observe("claim", len(rows), started)
         for claim, recovered in rows:
             if recovered:
