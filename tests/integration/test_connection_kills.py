@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from taskflow.keys import PIPELINE
+from taskflow.actors.component import PIPELINE
 from tests.conftest import ADMIN_URL
 from tests.integration.test_lifecycle import wait_terminal
 
