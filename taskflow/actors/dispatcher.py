@@ -108,7 +108,8 @@ class Dispatcher(Actor):
                 if ids:
                     claims += await self._claim_new(ids)
                 room = want - len(claims)
-                if room > 0 and (not ids or loop.time() - last_poll >= self._poll_s):
+                polling = not ids or loop.time() - last_poll >= self._poll_s
+                if room > 0 and polling and self._claiming:
                     self._wake.clear()
                     claims += await self._claim(room)
                     last_poll, polled = loop.time(), True

@@ -145,11 +145,13 @@ class Pipeline:
             await self._took_work.wait()  # bounded: each step below is
             return
         self._grace = grace = Grace.starting_now(grace_s)
-        await self.intake.stop_taking_work(grace)
-        log.info("shutdown begun: intake stopped", grace_s=grace_s)
-        for actor in self._actors[1:]:
-            await actor.stop_taking_work(grace)
-        self._took_work.set()
+        try:
+            await self.intake.stop_taking_work(grace)
+            log.info("shutdown begun: intake stopped", grace_s=grace_s)
+            for actor in self._actors[1:]:
+                await actor.stop_taking_work(grace)
+        finally:
+            self._took_work.set()
 
     async def stop(self, grace_s: float) -> None:
         """Drain: stop intake, let attempts finish for `grace_s`, hand back the rest, flush.
