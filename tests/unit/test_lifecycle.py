@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from taskflow.lifecycle import Actor, Grace, Loop, LoopSpec, cancel_and_wait
+from taskflow.actors.dispatcher import Dispatcher
+from taskflow.actors.intake import Intake
+from taskflow.actors.lease_keeper import LeaseKeeper
+from taskflow.actors.processor import ProcessorPool
+from taskflow.actors.status_writer import StatusWriter
+from taskflow.amqp.consumer import Consumer
+from taskflow.lifecycle import Actor, Grace, Lifecycle, Loop, LoopSpec, cancel_and_wait
 
 
 class Ticker(Actor):
@@ -76,3 +82,17 @@ async def test_cancel_and_wait_is_bounded_by_a_task_that_ignores_cancellation() 
     assert not task.done()
     release.set()
     await asyncio.wait_for(task, 5)
+
+
+def test_every_background_component_has_the_lifecycle() -> None:
+    # Checked by mypy (structurally): each of these is a `Lifecycle`.
+    components: list[type[Lifecycle]] = [
+        Intake,
+        Dispatcher,
+        ProcessorPool,
+        StatusWriter,
+        LeaseKeeper,
+        Loop,
+        Consumer,
+    ]
+    assert all(callable(getattr(c, "stop_taking_work", None)) for c in components)
