@@ -12,11 +12,14 @@ import contextlib
 import structlog
 from aiohttp import web
 
+from taskflow.actors.component import PIPELINE
+from taskflow.config import SETTINGS
 from taskflow.dashboard.registry import HEARTBEAT_S, REGISTRY, InstanceRegistry
 from taskflow.dashboard.routes import setup_routes
+from taskflow.db.component import DATABASE
 from taskflow.db.dashboard import DashboardStore
 from taskflow.errors import TaskflowError
-from taskflow.keys import DATABASE, METRICS, PIPELINE, SETTINGS
+from taskflow.metrics import METRICS
 
 __all__ = ["REGISTRY", "setup"]
 

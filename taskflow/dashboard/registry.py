@@ -90,7 +90,7 @@ class InstanceRegistry:
             instance_id=self._pipeline.owner,
             started_at=self.started_at,
             processors=self._pipeline.processors.size,
-            busy=len(self._pipeline.processors.in_flight),
+            busy=max(self._pipeline.processors.size - self._pipeline.attempts.free, 0),
             queue_depth=int(depth or 0),
             queue_capacity=self._queue_capacity,
             seconds=seconds,

@@ -20,8 +20,8 @@ from taskflow.api.schemas import ErrorSchema
 from taskflow.api.tasks import RETRY_AFTER_HEADER
 from taskflow.dashboard.registry import REGISTRY
 from taskflow.dashboard.schemas import RateSeriesSchema, StatsSchema
+from taskflow.db.component import DATABASE, STORE
 from taskflow.db.dashboard import RATE_KINDS, DashboardStore
-from taskflow.keys import DATABASE, STORE
 
 PAGE_PATH = "/dashboard"
 STATIC_PATH = "/dashboard/static"
