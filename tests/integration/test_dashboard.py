@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
 from playwright.async_api import Page, expect
 
 from taskflow.app import create_app
@@ -252,3 +253,45 @@ async def test_task_text_is_shown_as_text(
         await page.wait_for_timeout(300)  # an onerror would have fired by now
         assert not problems.dialogs
         assert not problems, problems
+
+
+async def test_a_401_asks_for_a_token_kept_for_the_tab(
+    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """With a stand-in for the bearer-token middleware: every call but the page needs one."""
+    token = "s3cret-token"
+    seen: list[tuple[str, str]] = []
+
+    @web.middleware
+    async def bearer_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/dashboard" or request.path.startswith("/dashboard/"):
+            return await handler(request)
+        sent = request.headers.get("Authorization", "")
+        seen.append((request.path_qs, sent))
+        if sent != f"Bearer {token}":
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    app = create_app(settings, poll_s=0.05)
+    app.middlewares.append(bearer_only)
+    server = await aiohttp_server(app)
+    async with open_dashboard(str(server.make_url("/dashboard"))) as (page, problems):
+        dialog = page.locator("#token-dialog")
+        await expect(dialog).to_be_visible()
+        await page.screenshot(path=tmp_path / "token.png")
+        await page.locator("#token-input").fill("wrong")
+        await page.locator("#token-input").press("Enter")
+        await expect(page.locator("#token-text")).to_contain_text("not accepted")
+        await page.locator("#token-input").fill(token)
+        await page.locator("#token-input").press("Enter")
+        await expect(dialog).to_be_hidden()
+        await wait_live(page)
+        await expect(page.locator("#instances tr")).to_have_count(1)
+        kept = await page.evaluate("sessionStorage.getItem('taskflow.token')")
+        assert kept == token
+        assert await page.evaluate("document.cookie") == ""
+        assert all("401" in message for message in problems.console), problems
+        assert not problems.errors
+        assert not problems.dialogs
+    assert ("/events", f"Bearer {token}") in seen
+    assert all(token not in path for path, _ in seen)
