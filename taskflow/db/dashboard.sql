@@ -67,11 +67,13 @@ ORDER BY b.bucket;
 
 -- name: search_by_title
 -- `GET /tasks?q=`: titles starting with $1 (already lower case), newest first, keyset.
--- The range [$1, $2) on tasks_title_prefix_idx finds them (bounds as parameters, unlike
--- LIKE, work with a prepared plan); starts_with keeps the answer exact whatever $2 is.
+-- They are exactly the range [$1, $2) of tasks_title_prefix_idx (byte order; $2 is $1 with
+-- its last character incremented, or null when there is none: then starts_with decides).
+-- Planned for its parameters each time (see DashboardStore), so these conditions fold away
+-- or give the planner the prefix's real selectivity.
 SELECT * FROM tasks
 WHERE lower(title) ~>=~ $1 AND ($2::text IS NULL OR lower(title) ~<~ $2)
-  AND starts_with(lower(title), $1)
+  AND ($2::text IS NOT NULL OR starts_with(lower(title), $1))
   AND (cardinality($6::text[]) = 0 OR status = ANY($6::text[]))
   AND (created_at, id) < ($3::timestamptz, $4::uuid)
 ORDER BY created_at DESC, id DESC
