@@ -7,7 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from taskflow.db.dashboard import title_range
+from taskflow.db.dashboard import dashboard_queries, title_range
+from taskflow.db.store import FAR_FUTURE, MAX_UUID
 from tests.integration.support import Client, create, settle
 
 
@@ -67,11 +68,9 @@ async def test_title_prefix_search_uses_the_index(client: Client, db_url: str) -
         )
         await conn.execute("ANALYZE tasks")
         low, high = title_range("Title 1999")
+        sql = dashboard_queries()["search_by_title"]
         plan = await conn.fetch(
-            "EXPLAIN SELECT * FROM tasks WHERE lower(title) ~>=~ $1 AND lower(title) ~<~ $2 "
-            "AND starts_with(lower(title), $1) ORDER BY created_at DESC LIMIT 51",
-            low,
-            high,
+            f"EXPLAIN {sql}", low, high, FAR_FUTURE, MAX_UUID, 51, [], timeout=10
         )
         assert "tasks_title_prefix_idx" in "\n".join(row[0] for row in plan)
     finally:
