@@ -35,8 +35,13 @@ def _counter(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 def committed_changes(metrics: Metrics) -> dict[str, float]:
-    """This instance's status changes so far, by rate kind, from its own counters."""
-    return {
+    """This instance's status changes so far, by rate kind, from its own counters.
+
+    A running attempt that is cancelled is written by the status writer (a status change
+    `cancelled`); a `new` task cancelled through this instance's API is counted by the
+    control routes (`taskflow_cancels_total{outcome="cancelled"}`): both are cancellations.
+    """
+    changes = {
         "created": sum(
             _counter(metrics, "taskflow_tasks_created_total", source=source)
             for source in ("http", "amqp")
@@ -47,6 +52,8 @@ def committed_changes(metrics: Metrics) -> dict[str, float]:
             if kind != "created"
         },
     }
+    changes["cancelled"] += _counter(metrics, "taskflow_cancels_total", outcome="cancelled")
+    return changes
 
 
 class InstanceRegistry:
