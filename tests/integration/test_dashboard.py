@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
@@ -22,7 +22,15 @@ from taskflow.config import Settings
 from taskflow.dashboard.routes import SECURITY_HEADERS
 from tests.integration.dashboard_browser import PHONE, open_dashboard, wait_live
 
-AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
+
+class AiohttpServer(Protocol):
+    """pytest-aiohttp's `aiohttp_server` fixture."""
+
+    def __call__(self, app: web.Application, *, port: int | None = None) -> Awaitable[TestServer]:
+        """Start `app` on a free port (or `port`)."""
+        ...
+
+
 XSS = "<img src=x onerror=alert(1)>"
 
 
@@ -295,3 +303,36 @@ async def test_a_401_asks_for_a_token_kept_for_the_tab(
         assert not problems.dialogs
     assert ("/events", f"Bearer {token}") in seen
     assert all(token not in path for path, _ in seen)
+
+
+async def test_a_lost_stream_is_shown_and_resumed_with_nothing_missed(
+    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    """The instance the page talks to restarts; meanwhile another one runs a task."""
+    first = await serve(aiohttp_server, settings)
+    port = first.port
+    async with open_dashboard(str(first.make_url("/dashboard#/tasks"))) as (page, problems):
+        await wait_live(page)
+        streams: list[dict[str, str]] = []
+        page.on(
+            "request",
+            lambda request: streams.append(request.headers) if "/events" in request.url else None,
+        )
+        seen = await post(first, "/tasks", {"title": "seen live"})  # the page has a cursor now
+        await expect(row(page, seen["id"]).locator(".badge")).to_have_text("completed")
+        await first.close()
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "disconnected")
+        await expect(page.locator("#connection")).to_contain_text("Disconnected")
+        await page.screenshot(path=tmp_path / "disconnected.png")
+
+        other = await serve(aiohttp_server, settings)
+        missed = await post(other, "/tasks", {"title": "created while disconnected"})
+        await wait_status(other, missed["id"], "completed")
+
+        await aiohttp_server(create_app(settings, poll_s=0.05), port=port)  # back again
+        await wait_live(page)
+        # Replayed from where the stream stopped: the task appears, already completed.
+        await expect(row(page, missed["id"]).locator(".badge")).to_have_text("completed")
+        assert any("last-event-id" in headers for headers in streams), streams
+        assert all("ERR_CONNECTION_REFUSED" in m for m in problems.console), problems
+        assert not problems.errors

@@ -7,7 +7,8 @@ import { askForToken, authHeaders, token } from "./api.js";
 const MAX_BACKOFF_MS = 10_000;
 
 /** Follow `/events` until the page closes; `onEvent(change)` per status change,
- * `onState(state, detail)` on "connecting", "live" and "disconnected". */
+ * `onState(state, detail)` on "connecting", "reconnecting", "live" and "disconnected",
+ * `onResume(replayed)` after a reconnection (`replayed`: resumed from a cursor). */
 export class LiveEvents {
   constructor({ onEvent, onState, onResume }) {
     this.onEvent = onEvent;
@@ -42,7 +43,8 @@ export class LiveEvents {
   /** One connection: resolves (with why) when it ends. */
   async follow() {
     const headers = authHeaders({ Accept: "text/event-stream" });
-    if (this.lastEventId !== null) headers["Last-Event-ID"] = this.lastEventId;
+    const sentCursor = this.lastEventId !== null;
+    if (sentCursor) headers["Last-Event-ID"] = this.lastEventId;
     const sent = token();
     const response = await fetch("/events", { headers, cache: "no-store" });
     if (response.status === 401) {
@@ -55,7 +57,9 @@ export class LiveEvents {
     const resumed = this.connectedOnce;
     this.connectedOnce = true;
     this.onState("live");
-    if (resumed) this.onResume();
+    // Without a cursor (nothing arrived before the break) the stream restarts at the
+    // present: what changed meanwhile must be read again.
+    if (resumed) this.onResume(sentCursor);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     let message = { data: [], event: "message", id: null };

@@ -80,6 +80,9 @@ const live = new LiveEvents({
     overview.changed();
   },
   onState: setConnection,
+  onResume(replayed) {
+    if (!replayed) route(); // nothing to resume from: read the view again
+  },
 });
 
 route();
