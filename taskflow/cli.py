@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 import structlog
 import uvloop
-from aiohttp import web
 
 from taskflow import __version__
 from taskflow.bench.options import add_arguments as add_bench_arguments
@@ -82,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT; 0 on a clean shutdown."""
+    from taskflow.api.protocol import run_app  # noqa: PLC0415
     from taskflow.app import create_app  # noqa: PLC0415
     from taskflow.log import AccessLogger, configure_logging  # noqa: PLC0415
 
@@ -97,13 +97,12 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, amqp=True, on_failure=stop_on_failure)
     tune_gc()
     try:
-        web.run_app(
+        run_app(
             app,
             host=settings.host,
             port=settings.port,
             loop=uvloop.new_event_loop(),
             access_log_class=AccessLogger,
-            print=None,
             shutdown_timeout=settings.shutdown_grace_s,
         )
     except TaskflowError as exc:
