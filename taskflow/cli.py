@@ -85,7 +85,7 @@ def serve(settings: Settings) -> int:
     from taskflow.app import create_app  # noqa: PLC0415
     from taskflow.log import AccessLogger, configure_logging  # noqa: PLC0415
 
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.secrets())
     log.info("taskflow starting", version=__version__, pid=os.getpid(), **settings.public())
 
     failures: list[BaseException | None] = []
