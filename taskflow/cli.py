@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--payload", default="{}", help="a JSON object")
     submit.add_argument("--via", choices=("http", "amqp"), default="http")
     submit.add_argument("--url", default=None, help="service URL (default from TASKFLOW_HOST/PORT)")
+    add_token_argument(submit)
     submit.add_argument(
         "--key",
         default=None,
@@ -60,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(bench)
     return parser
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    """`--token` for a command that calls the service's HTTP API."""
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="API token sent as 'Authorization: Bearer' when the service has tokens "
+        "(default: TASKFLOW_TOKEN; better than --token, which other users may see in ps)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,17 +153,18 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + "/tasks"
+    token = args.token or settings.client_token
     if args.file is None and args.count == 1:
         if args.via == "amqp":
             return asyncio.run(
                 publish_one(settings.amqp_url, settings.amqp_queue, bodies[0], args.key)
             )
-        return asyncio.run(post_one(url, bodies[0], args.key))
+        return asyncio.run(post_one(url, bodies[0], args.key, token))
     if args.via == "amqp":
         return asyncio.run(
             publish_many(settings.amqp_url, settings.amqp_queue, bodies, len(bodies), args.key)
         )
-    return asyncio.run(post_many(url, bodies, len(bodies), args.key))
+    return asyncio.run(post_many(url, bodies, len(bodies), args.key, token))
 
 
 def _bodies(args: argparse.Namespace) -> list[bytes]:
