@@ -122,6 +122,10 @@ def serve(settings: Settings) -> int:
     except OSError as exc:
         log.error("taskflow could not start", error=str(exc))
         return 1
+    except Exception:
+        # Through the log (whose lines are redacted), not Python's bare traceback.
+        log.exception("taskflow crashed")
+        return 1
     if failures:
         # A supervisor must see this as a crash (and restart the service), not a clean stop.
         log.error("taskflow stopped because an actor died", error=repr(failures[0]))

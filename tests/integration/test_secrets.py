@@ -110,3 +110,21 @@ async def test_no_secret_in_the_output_or_the_responses(
         assert secret not in output, secret
         for body in bodies:
             assert secret.encode() not in body, (secret, body)
+
+
+async def test_no_secret_in_a_failed_start_up(db_url: str, tmp_path: pathlib.Path) -> None:
+    missing = db_url.rsplit("/", 1)[0] + "/taskflow_no_such_database"
+    env = service_env(
+        tmp_path / "unused",
+        DATABASE_URL=missing.replace("//postgres@", f"//postgres:{DB_PASSWORD}@", 1),
+        AMQP_URL=f"amqp://guest:{AMQP_PASSWORD}@127.0.0.1:5672/",
+        TASKFLOW_API_TOKENS=f"admin:{TOKENS['admin']}",
+    )
+    service = await Service.start(env, tmp_path)
+    try:
+        assert await service.wait_exit() == 1
+    finally:
+        await service.close()
+    assert service.event("taskflow could not start")["error"].endswith("does not exist")
+    for secret in SECRETS:
+        assert secret not in service.output, secret
