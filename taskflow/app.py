@@ -20,7 +20,7 @@ from aiohttp_apigami.constants import APISPEC_PARSER
 
 from taskflow.actors.pipeline import Pipeline
 from taskflow.amqp.consumer import consumer_ctx
-from taskflow.api import auth, openapi, operations, tasks
+from taskflow.api import auth, headers, openapi, operations, tasks
 from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import Settings
@@ -64,6 +64,7 @@ def create_app(
     operations.setup_routes(app)
     openapi.setup(app)  # last: it documents the routes above
     auth.setup(app, settings)
+    headers.setup(app)
     app[APISPEC_PARSER] = TaskflowParser()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_pipeline(on_failure, poll_s, stats_s))

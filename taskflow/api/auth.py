@@ -19,9 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
@@ -220,34 +218,6 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
-# The pages (the dashboard, the Swagger UI) load only their own scripts and styles;
-# `data:` images are the icons of Swagger UI's stylesheet. Nothing may frame them.
-PAGE_CSP = (
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-# Anything else (JSON, metrics, event streams) loads nothing at all.
-API_CSP = "default-src 'none'; frame-ancestors 'none'"
-SECURITY_HEADERS: Mapping[str, str] = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-
-
-def security_headers(response: web.StreamResponse) -> None:
-    """Add the headers every response carries (the CSP of a page to HTML ones)."""
-    headers = response.headers
-    for name, value in SECURITY_HEADERS.items():
-        headers.setdefault(name, value)
-    html = response.content_type == "text/html"
-    headers.setdefault("Content-Security-Policy", PAGE_CSP if html else API_CSP)
-
-
-async def _on_response_prepare(_request: web.Request, response: web.StreamResponse) -> None:
-    security_headers(response)
-
-
 def is_loopback(host: str) -> bool:
     """True when `host` (TASKFLOW_HOST) is reachable only from this machine."""
     if host.lower() == "localhost":
@@ -259,14 +229,13 @@ def is_loopback(host: str) -> bool:
 
 
 def setup(app: web.Application, settings: Settings) -> None:
-    """Keep the tokens of `settings` for `middleware` and add the security headers.
+    """Keep the tokens of `settings` for `middleware`.
 
     At start-up it maps every route to its requirement and logs once whether
     authentication is on (a warning when it is off and the service listens beyond
     loopback).
     """
     app[AUTHENTICATOR] = Authenticator.from_settings(settings)
-    app.on_response_prepare.append(_on_response_prepare)
 
     async def on_startup(app: web.Application) -> None:
         auth = app[AUTHENTICATOR]
@@ -298,64 +267,3 @@ def _log_mode(settings: Settings) -> None:
         metrics=metrics,
         hint="anyone who reaches the port may create tasks; set TASKFLOW_API_TOKENS",
     )
-
-
-def document(spec: dict[str, Any], router: web.UrlDispatcher) -> None:
-    """Declare the bearer scheme in the OpenAPI document `spec`, and each operation's role.
-
-    Swagger UI's "Authorize" then sends the token on every operation that needs one.
-    """
-    components = spec.setdefault("components", {})
-    components.setdefault("securitySchemes", {}).update(
-        {
-            "bearerAuth": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "A token of TASKFLOW_API_TOKENS (roles read ⊂ write ⊂ admin); "
-                "needed only when the service has tokens configured.",
-            },
-            "metricsToken": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "TASKFLOW_METRICS_TOKEN; needed only when it is set.",
-            },
-        }
-    )
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    for route in router.routes():
-        resource = route.resource
-        need = requirement_of(route)
-        operation = (
-            spec["paths"].get(resource.canonical, {}).get(route.method.lower())
-            if resource is not None
-            else None
-        )
-        if operation is None:
-            continue
-        if need is None:
-            need = Role.ADMIN
-        if need is OPEN:
-            operation["security"] = []
-            continue
-        responses = operation.setdefault("responses", {})
-        responses["401"] = {
-            "description": "No token, or not a valid one",
-            "headers": {
-                "WWW-Authenticate": {
-                    "description": '`Bearer`, with `error="invalid_token"` for a wrong one.',
-                    "schema": {"type": "string"},
-                    "required": True,
-                }
-            },
-            **error,
-        }
-        if need is METRICS:
-            operation["security"] = [{}, {"metricsToken": []}]
-            operation["x-taskflow-role"] = "metrics"
-            continue
-        assert isinstance(need, Role)
-        operation["security"] = [{"bearerAuth": []}]
-        operation["x-taskflow-role"] = need.value
-        responses["403"] = {"description": f"The token's role is below {need.value}", **error}
-        note = f"Needs a token with the `{need.value}` role or above (when tokens are set)."
-        operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()

@@ -22,6 +22,7 @@ from aiohttp_apigami.swagger_ui import SWAGGER_UI_STATIC_FILES
 
 from taskflow import __version__
 from taskflow.api import auth
+from taskflow.config import Role
 from taskflow.keys import OPENAPI
 
 DOCS_PATH = "/api/docs"
@@ -133,5 +134,66 @@ def _finish(document: dict[str, Any], app: web.Application) -> dict[str, Any]:
             if schema["location"] == "json" and example:
                 operation = document["paths"][route.resource.canonical][route.method.lower()]
                 operation["requestBody"]["content"]["application/json"]["example"] = example
-    auth.document(document, app.router)
+    _document_security(document, app.router)
     return document
+
+
+def _document_security(spec: dict[str, Any], router: web.UrlDispatcher) -> None:
+    """Declare the bearer scheme in the OpenAPI document `spec`, and each operation's role.
+
+    Swagger UI's "Authorize" then sends the token on every operation that needs one.
+    """
+    components = spec.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(
+        {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token of TASKFLOW_API_TOKENS (roles read ⊂ write ⊂ admin); "
+                "needed only when the service has tokens configured.",
+            },
+            "metricsToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "TASKFLOW_METRICS_TOKEN; needed only when it is set.",
+            },
+        }
+    )
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for route in router.routes():
+        resource = route.resource
+        need = auth.requirement_of(route)
+        operation = (
+            spec["paths"].get(resource.canonical, {}).get(route.method.lower())
+            if resource is not None
+            else None
+        )
+        if operation is None:
+            continue
+        if need is None:
+            need = Role.ADMIN
+        if need is auth.OPEN:
+            operation["security"] = []
+            continue
+        responses = operation.setdefault("responses", {})
+        responses["401"] = {
+            "description": "No token, or not a valid one",
+            "headers": {
+                "WWW-Authenticate": {
+                    "description": '`Bearer`, with `error="invalid_token"` for a wrong one.',
+                    "schema": {"type": "string"},
+                    "required": True,
+                }
+            },
+            **error,
+        }
+        if need is auth.METRICS:
+            operation["security"] = [{}, {"metricsToken": []}]
+            operation["x-taskflow-role"] = "metrics"
+            continue
+        assert isinstance(need, Role)
+        operation["security"] = [{"bearerAuth": []}]
+        operation["x-taskflow-role"] = need.value
+        responses["403"] = {"description": f"The token's role is below {need.value}", **error}
+        note = f"Needs a token with the `{need.value}` role or above (when tokens are set)."
+        operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()

@@ -31,7 +31,7 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
-from taskflow.api.auth import security_headers
+from taskflow.api.headers import security_headers
 
 log = structlog.get_logger(__name__)
 
