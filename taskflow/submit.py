@@ -73,10 +73,17 @@ class Tally:
             self.errors.append(error)
 
 
-async def post_one(url: str, body: bytes, key: str | None) -> int:
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The `Authorization` header for `token` (none without one)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def post_one(url: str, body: bytes, key: str | None, token: str | None = None) -> int:
     """POST one task and print the answer; 0 when it was created or found."""
     try:
-        async with ClientSession(timeout=ClientTimeout(total=30)) as session:
+        async with ClientSession(
+            timeout=ClientTimeout(total=30), headers=auth_headers(token)
+        ) as session:
             status, text = await _post(session, url, body, key)
     except (ClientError, TimeoutError) as exc:
         print(f"taskflow: cannot reach {url}: {exc}", file=sys.stderr)
@@ -109,7 +116,9 @@ async def publish_one(url: str, queue: str, body: bytes, key: str | None) -> int
     return 0
 
 
-async def post_many(url: str, bodies: Iterable[bytes], total: int, key: str | None) -> int:
+async def post_many(
+    url: str, bodies: Iterable[bytes], total: int, key: str | None, token: str | None = None
+) -> int:
     """POST many tasks, `HTTP_WINDOW` at a time, with a progress bar; print a summary."""
     progress = ProgressBar(total, "POST /tasks")
     tally = Tally()
@@ -128,7 +137,9 @@ async def post_many(url: str, bodies: Iterable[bytes], total: int, key: str | No
                     tally.add("failed", f"HTTP {status}: {text[:300]}")
             progress.advance()
 
-    async with ClientSession(timeout=ClientTimeout(total=60)) as session:
+    async with ClientSession(
+        timeout=ClientTimeout(total=60), headers=auth_headers(token)
+    ) as session:
         await asyncio.gather(*(post_some(session) for _ in range(HTTP_WINDOW)))
     progress.close()
     return _summary(tally, {"via": "http", "url": url})

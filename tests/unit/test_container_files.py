@@ -92,6 +92,17 @@ def test_prometheus_scrapes_every_replica_on_the_metrics_route() -> None:
     assert volume.startswith("./deploy/prometheus.yml:/etc/prometheus/prometheus.yml")
 
 
+def test_prometheus_sends_the_metrics_token_that_taskflow_expects() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "taskflow"]
+    assert job["authorization"]["type"] == "Bearer"
+    path = job["authorization"]["credentials_file"]
+    volumes = compose()["services"]["prometheus"]["volumes"]
+    (source,) = [v.split(":")[0] for v in volumes if v.split(":")[1] == path]
+    token = (ROOT / source).read_text().strip()
+    assert Settings.from_env(taskflow_env()).metrics_token == token
+
+
 def test_dockerfile_runs_taskflow_unprivileged_and_probes_liveness() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     healthcheck = re.search(r"^HEALTHCHECK .*?CMD (.+)$", dockerfile, re.MULTILINE | re.DOTALL)
