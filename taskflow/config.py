@@ -20,6 +20,7 @@ from taskflow.errors import ConfigError
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+AMQP_QUEUE_TYPES = ("classic", "quorum")
 
 T = TypeVar("T")
 
@@ -60,6 +61,9 @@ class Settings:
     log_level: str = "info"
     data_dir: Path = field(default_factory=lambda: Path(".taskflow/postgres"))
     shutdown_grace_s: float = 10.0
+    amqp_queue_type: str = "classic"
+    db_pool_size: int = 10
+    listen_database_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,11 +90,23 @@ class Settings:
             shutdown_grace_s=reader.number(
                 "TASKFLOW_SHUTDOWN_GRACE_S", float, d.shutdown_grace_s, 0, 3600
             ),
+            amqp_queue_type=reader.choice(
+                "TASKFLOW_AMQP_QUEUE_TYPE", AMQP_QUEUE_TYPES, d.amqp_queue_type
+            ),
+            db_pool_size=reader.number("TASKFLOW_DB_POOL_SIZE", int, d.db_pool_size, 1, 1000),
+            listen_database_url=reader.url(
+                "TASKFLOW_LISTEN_DATABASE_URL", ("postgres", "postgresql"), None
+            ),
         )
         if settings.work_min_s > settings.work_max_s:
             raise ConfigError(
                 f"TASKFLOW_WORK_MIN_S={settings.work_min_s} is greater than "
                 f"TASKFLOW_WORK_MAX_S={settings.work_max_s}"
+            )
+        if settings.listen_database_url and not settings.database_url:
+            raise ConfigError(
+                "TASKFLOW_LISTEN_DATABASE_URL is set but DATABASE_URL is not: the LISTEN "
+                "connection goes to the same database as the pool"
             )
         return settings
 
@@ -99,6 +115,7 @@ class Settings:
         out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["database_url"] = mask_url(self.database_url) or "embedded"
         out["amqp_url"] = mask_url(self.amqp_url)
+        out["listen_database_url"] = mask_url(self.listen_database_url) or "DATABASE_URL"
         out["data_dir"] = str(self.data_dir)
         return out
 
