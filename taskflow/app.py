@@ -98,7 +98,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with _dsn(settings, app) as dsn:
         await TaskStore.wait_until_reachable(dsn, STARTUP_TIMEOUT_S)
-        async with TaskStore.connect(dsn) as store:
+        async with TaskStore.connect(dsn, max_size=settings.db_pool_size) as store:
             applied = await store.apply_schema()
             app[STORE] = store
             log.info("database ready", mode=app[DATABASE_MODE], schema_applied=applied)
