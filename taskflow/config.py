@@ -21,6 +21,10 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 AMQP_QUEUE_TYPES = ("classic", "quorum")
+MAX_DURATION_S = 100 * 365 * 86_400
+
+_DURATION = re.compile(r"(?P<count>\d{1,12})(?P<unit>[smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 T = TypeVar("T")
 
@@ -64,6 +68,7 @@ class Settings:
     amqp_queue_type: str = "classic"
     db_pool_size: int = 10
     listen_database_url: str | None = None
+    retention_s: int = 7 * 86_400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +102,7 @@ class Settings:
             listen_database_url=reader.url(
                 "TASKFLOW_LISTEN_DATABASE_URL", ("postgres", "postgresql"), None
             ),
+            retention_s=reader.duration("TASKFLOW_RETENTION", d.retention_s),
         )
         if settings.work_min_s > settings.work_max_s:
             raise ConfigError(
@@ -156,6 +162,26 @@ class _Reader:
         if not math.isfinite(number) or not low <= number <= high:
             raise ConfigError(f"{name}={raw!r} is out of range [{low:g}, {high:g}]")
         return value
+
+    def duration(self, name: str, default: int) -> int:
+        """Whole seconds from `90s`, `15m`, `12h`, `7d`, or `0` (which means "never")."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw == "0":
+            return 0
+        match = _DURATION.fullmatch(raw.lower())
+        if match is None:
+            raise ConfigError(
+                f"{name}={raw!r} is not a duration: write a whole number and a unit, "
+                "e.g. 90s, 15m, 12h or 7d (or 0 to keep everything)"
+            )
+        seconds = int(match["count"]) * _UNIT_S[match["unit"]]
+        if seconds == 0:
+            raise ConfigError(f"{name}={raw!r} is empty: write 0 to keep everything")
+        if seconds > MAX_DURATION_S:
+            raise ConfigError(f"{name}={raw!r} is out of range [1s, {MAX_DURATION_S // 86_400}d]")
+        return seconds
 
     def url(self, name: str, schemes: tuple[str, ...], default: str | None) -> str | None:
         raw = self._raw(name)

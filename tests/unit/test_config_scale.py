@@ -15,6 +15,7 @@ def test_defaults() -> None:
     assert settings.amqp_queue_type == "classic"
     assert settings.db_pool_size == 10
     assert settings.listen_database_url is None
+    assert settings.retention_s == 7 * 86_400
 
 
 def test_values_are_read() -> None:
@@ -34,6 +35,14 @@ def test_values_are_read() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("90s", 90), ("15m", 900), ("12h", 43_200), ("7d", 604_800), ("7D", 604_800), ("0", 0)],
+)
+def test_retention_durations(value: str, seconds: int) -> None:
+    assert Settings.from_env({"TASKFLOW_RETENTION": value}).retention_s == seconds
+
+
+@pytest.mark.parametrize(
     ("env", "variable"),
     [
         ({"TASKFLOW_AMQP_QUEUE_TYPE": "stream"}, "TASKFLOW_AMQP_QUEUE_TYPE"),
@@ -45,6 +54,10 @@ def test_values_are_read() -> None:
             "TASKFLOW_LISTEN_DATABASE_URL",
         ),
         ({"TASKFLOW_LISTEN_DATABASE_URL": DB}, "TASKFLOW_LISTEN_DATABASE_URL"),
+        *(
+            ({"TASKFLOW_RETENTION": bad}, "TASKFLOW_RETENTION")
+            for bad in ("7", "1.5h", "-1d", "7 d", "7days", "1w", "0s", "0d", "40000d", "abc")
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(env: dict[str, str], variable: str) -> None:
