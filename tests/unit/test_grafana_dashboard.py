@@ -155,6 +155,7 @@ def test_the_dashboard_shows_what_operators_need() -> None:
         "taskflow_fenced_writes_total",  # fenced writes
         "taskflow_amqp_dead_lettered_total",  # dead letters
         "taskflow_db_up",
+        "taskflow_pruned_tasks_total",  # retention
     ):
         assert needed in queried, needed
 
