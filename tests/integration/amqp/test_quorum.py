@@ -6,6 +6,7 @@ local broker like the other AMQP tests.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -191,3 +192,23 @@ async def test_submit_via_amqp_names_both_types_on_a_conflict(
     assert code == 1
     error = capsys.readouterr().err
     assert "exists as a classic queue but TASKFLOW_AMQP_QUEUE_TYPE=quorum" in error
+
+
+async def test_messages_unacked_at_shutdown_are_redelivered_from_the_quorum_queue(
+    quorum_broker: Broker, quorum_settings: Settings, aiohttp_client: AiohttpClient
+) -> None:
+    first = await aiohttp_client(create_app(quorum_settings, amqp=True, poll_s=0.05))
+    await wait_for_consumer(first, "consuming")
+    titles = [f"drain-{i}" for i in range(2000)]
+    for start in range(0, len(titles), 500):
+        await asyncio.gather(
+            *(quorum_broker.publish({"title": t}) for t in titles[start : start + 500])
+        )
+    await wait_for_metric(first, 1, "taskflow_amqp_messages_total", outcome="created")
+    await first.close()  # stops while messages are in flight: those return to the queue
+
+    second = await aiohttp_client(create_app(quorum_settings, amqp=True, poll_s=0.05))
+    tasks = await wait_for_tasks(second, len(titles))
+    assert sorted(t["title"] for t in tasks) == sorted(titles)  # each exactly once
+    await second.close()
+    assert await quorum_broker.waiting() == 0
