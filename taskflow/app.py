@@ -28,6 +28,7 @@ from taskflow.db.store import TaskStore
 from taskflow.errors import EmbeddedDatabaseError, StoreUnavailable, TaskflowError
 from taskflow.keys import DATABASE_MODE, METRICS, PIPELINE, SETTINGS, STORE
 from taskflow.metrics import Metrics
+from taskflow.retention import retention_loops
 from taskflow.validation import MAX_BODY_BYTES
 
 log = structlog.get_logger(__name__)
@@ -116,6 +117,7 @@ def _pipeline(
             {
                 "notify-listener": store.listen("taskflow_new", pipeline.wake),
                 "statistics": _refresh_statistics(store, metrics, stats_s),
+                **retention_loops(store, metrics, settings.retention_s),
             }
         )
         try:

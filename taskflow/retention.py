@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 import structlog
 
@@ -38,6 +39,16 @@ class PruneStore(Protocol):
         many; None when another instance holds the lock."""
 
 
+def retention_loops(
+    store: PruneStore, metrics: Metrics, retention_s: int
+) -> dict[str, Coroutine[Any, Any, None]]:
+    """The pruner's loop by name, for the pipeline to run and supervise (none for `0`)."""
+    if retention_s <= 0:
+        log.info("retention disabled: terminal tasks are kept", retention_s=0)
+        return {}
+    return {"retention": Pruner(store, metrics, retention_s).run()}
+
+
 def prune_interval(retention_s: int) -> float:
     """Seconds between runs: once a minute, more often for a retention under two minutes."""
     return max(MIN_INTERVAL_S, min(MAX_INTERVAL_S, retention_s / 2))
@@ -52,7 +63,7 @@ class Pruner:
         metrics: Metrics,
         retention_s: int,
         *,
-        batch_size: int = BATCH_SIZE,
+        batch_size: int | None = None,
         batch_pause_s: float = BATCH_PAUSE_S,
     ) -> None:
         if retention_s <= 0:
@@ -60,7 +71,7 @@ class Pruner:
         self._store = store
         self._metrics = metrics
         self._retention_s = retention_s
-        self._batch_size = batch_size
+        self._batch_size = batch_size or BATCH_SIZE
         self._batch_pause_s = batch_pause_s
         self.interval_s = prune_interval(retention_s)
 

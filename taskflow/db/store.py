@@ -41,6 +41,8 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 
 # How long one store call may take, connection wait and query together.
 CALL_TIMEOUT_S = 5.0
+# A retention batch deletes a few thousand rows and their history: more than one call.
+PRUNE_TIMEOUT_S = 30.0
 
 FAR_FUTURE = datetime.fromisoformat("9999-12-31T23:59:59+00:00")
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
@@ -343,6 +345,20 @@ class TaskStore:
         for row in await self._fetch("status_counts"):
             counts[Status(row["status"])] = row["n"]
         return counts
+
+    async def prune_finished(self, retention_s: int, limit: int) -> int | None:
+        """Delete up to `limit` terminal tasks finished more than `retention_s` ago.
+
+        One short transaction, which first takes the prune lock: None (nothing deleted)
+        when another instance holds it, else how many tasks were deleted.
+        """
+        async with self._conn() as conn, conn.transaction():
+            if not await conn.fetchval(self._q["prune_lock"], timeout=PRUNE_TIMEOUT_S):
+                return None
+            deleted: int = await conn.fetchval(
+                self._q["prune_finished"], retention_s, limit, timeout=PRUNE_TIMEOUT_S
+            )
+            return deleted
 
     async def oldest_new(self) -> datetime | None:
         """When the oldest task still `new` was created, or None."""
