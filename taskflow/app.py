@@ -24,9 +24,12 @@ from taskflow.api import openapi, operations, tasks
 from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import Settings
+from taskflow.db.connector import Database
+from taskflow.db.listener import EVENTS_CHANNEL, EventListener
+from taskflow.db.migrate import migrate
 from taskflow.db.store import TaskStore
 from taskflow.errors import EmbeddedDatabaseError, StoreUnavailable, TaskflowError
-from taskflow.keys import DATABASE_MODE, METRICS, PIPELINE, SETTINGS, STORE
+from taskflow.keys import DATABASE, DATABASE_MODE, LISTENER, METRICS, PIPELINE, SETTINGS, STORE
 from taskflow.metrics import Metrics
 from taskflow.retention import retention_loops
 from taskflow.validation import MAX_BODY_BYTES
@@ -98,11 +101,17 @@ async def _dsn(settings: Settings, app: web.Application) -> AsyncIterator[str]:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with _dsn(settings, app) as dsn:
-        await TaskStore.wait_until_reachable(dsn, STARTUP_TIMEOUT_S)
-        async with TaskStore.connect(dsn, max_size=settings.db_pool_size) as store:
-            applied = await store.apply_schema()
-            app[STORE] = store
-            log.info("database ready", mode=app[DATABASE_MODE], schema_applied=applied)
+        await Database.wait_until_reachable(dsn, STARTUP_TIMEOUT_S)
+        applied = await migrate(dsn)
+        async with Database.connect(dsn, max_size=settings.db_pool_size) as db:
+            app[DATABASE] = db
+            app[STORE] = TaskStore(db)
+            app[LISTENER] = EventListener(dsn)
+            log.info(
+                "db.ready",
+                mode=app[DATABASE_MODE],
+                migrations_applied=[m.version for m in applied],
+            )
             yield
 
 
@@ -111,11 +120,13 @@ def _pipeline(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         settings, store, metrics = app[SETTINGS], app[STORE], app[METRICS]
+        listener = app[LISTENER]
         pipeline = Pipeline(store, settings, metrics, on_failure=on_failure, poll_s=poll_s)
         app[PIPELINE] = pipeline
+        listener.subscribe(EVENTS_CHANNEL, _wake_on_new(pipeline))
         pipeline.start(
             {
-                "notify-listener": store.listen("taskflow_new", pipeline.wake),
+                "event-listener": listener.run(),
                 "statistics": _refresh_statistics(store, metrics, stats_s),
                 **retention_loops(store, metrics, settings.retention_s),
             }
@@ -126,6 +137,21 @@ def _pipeline(
             await pipeline.stop(settings.shutdown_grace_s)
 
     return pipeline_ctx
+
+
+def _wake_on_new(pipeline: Pipeline) -> Callable[[str | None], None]:
+    """A subscriber that wakes the dispatcher when tasks became `new` anywhere.
+
+    Also after the listener (re)connected (payload None): a wake-up may have been missed.
+    The payload names the statuses written (`"statuses": ["new", ...]`); a plain substring
+    test is enough to tell, and costs nothing per notification.
+    """
+
+    def on_event(payload: str | None) -> None:
+        if payload is None or '"new"' in payload:
+            pipeline.wake()
+
+    return on_event
 
 
 async def _stop_intake(app: web.Application) -> None:
@@ -147,6 +173,7 @@ async def _refresh_statistics(store: TaskStore, metrics: Metrics, every_s: float
     """
     while True:
         try:
+            await store.fold_counts()
             counts = await store.status_counts()
             oldest = await store.oldest_new()
         except TaskflowError as exc:

@@ -18,8 +18,6 @@ import uvloop
 from aiohttp import web
 
 from taskflow import __version__
-from taskflow.bench.options import add_arguments as add_bench_arguments
-from taskflow.bench.options import from_args as bench_options
 from taskflow.config import Settings
 from taskflow.errors import ConfigError, TaskflowError
 from taskflow.submit import BadInput, post_many, post_one, publish_many, publish_one, read_bodies
@@ -53,13 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--file", default=None, help="JSON lines, one task body per line ('-' for stdin)"
     )
-    bench = commands.add_parser(
-        "bench",
-        help="start a service, drive it, and print rates against baselines",
-        description="Scenarios: http, amqp, drain, capacity, backlog (see the README's "
-        "Performance section). Progress on stderr, the table (or --json) on stdout.",
-    )
-    add_bench_arguments(bench)
     return parser
 
 
@@ -73,10 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
-    if args.command == "bench":
-        from taskflow.bench.runner import main as bench_main  # noqa: PLC0415
-
-        return bench_main(bench_options(args, settings.amqp_url))
     return submit(settings, args)
 
 

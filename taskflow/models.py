@@ -13,17 +13,40 @@ import orjson
 
 
 class Status(enum.StrEnum):
-    """The four statuses; the same strings in JSON, in the database and in metric labels."""
+    """The five statuses; the same strings in JSON, in the database and in metric labels.
+
+    The set and its legal transitions are written here and once in SQL (migration 0002:
+    `taskflow_statuses`, `taskflow_transition_allowed`); a test checks that they agree.
+    """
 
     NEW = "new"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        """True for `completed` and `failed`, which never change again."""
-        return self in (Status.COMPLETED, Status.FAILED)
+        """True for `completed`, `failed` and `cancelled`: changed only by an explicit retry."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+# Every legal status change. `in_progress` → `in_progress` is a lease takeover (a new
+# attempt of a task whose holder died); `failed`/`cancelled` → `new` is a retry.
+TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
+    {
+        (Status.NEW, Status.IN_PROGRESS),
+        (Status.NEW, Status.CANCELLED),
+        (Status.IN_PROGRESS, Status.IN_PROGRESS),
+        (Status.IN_PROGRESS, Status.COMPLETED),
+        (Status.IN_PROGRESS, Status.FAILED),
+        (Status.IN_PROGRESS, Status.CANCELLED),
+        (Status.FAILED, Status.NEW),
+        (Status.CANCELLED, Status.NEW),
+    }
+)
 
 
 class Source(enum.StrEnum):
@@ -67,6 +90,7 @@ class Task:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    cancel_requested_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The task resource of the contract."""
@@ -84,6 +108,9 @@ class Task:
             "updated_at": self.updated_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "cancel_requested_at": (
+                self.cancel_requested_at.isoformat() if self.cancel_requested_at else None
+            ),
         }
 
 
@@ -108,12 +135,20 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class StatusEvent:
-    """One row of a task's status history."""
+    """One row of a task's status history: its per-task `seq` (1, 2, 3… in commit order)."""
 
+    seq: int
     status: Status
     attempt: int
     at: datetime
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The event as the contract's `{"status", "at"}` object (plus the attempt)."""
-        return {"status": self.status.value, "attempt": self.attempt, "at": self.at.isoformat()}
+        """The contract's history item `{"seq", "status", "attempt", "at", "reason"}`."""
+        return {
+            "seq": self.seq,
+            "status": self.status.value,
+            "attempt": self.attempt,
+            "at": self.at.isoformat(),
+            "reason": self.reason,
+        }

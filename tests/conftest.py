@@ -1,6 +1,6 @@
 """Shared fixtures: a real PostgreSQL database per test, copied from a template.
 
-The template is built once per run from `schema.sql` (procrastinate's trick), so each
+The template is built once per run by the migrations (procrastinate's trick), so each
 test gets a fresh, independent database in milliseconds. Set
 `TASKFLOW_TEST_DATABASE_URL` to point the suite at another server (default: the local
 one on 127.0.0.1:5432 as `postgres`).
@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 
 from taskflow.app import create_app
 from taskflow.config import Settings
-from taskflow.db.queries import schema_sql
+from taskflow.db.migrate import apply_pending
 
 ADMIN_URL = os.environ.get(
     "TASKFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -52,7 +52,7 @@ async def _build_template() -> None:
     await _admin(f'CREATE DATABASE "{TEMPLATE}"')
     conn = await asyncpg.connect(database_url(TEMPLATE), timeout=10)
     try:
-        await conn.execute(schema_sql())
+        await apply_pending(conn)
     finally:
         await conn.close()
 

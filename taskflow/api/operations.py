@@ -12,7 +12,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from taskflow.api.schemas import LivenessSchema, ReadinessSchema
 from taskflow.api.tasks import RETRY_AFTER_HEADER
 from taskflow.errors import TaskflowError
-from taskflow.keys import CONSUMER_STATE, DATABASE_MODE, METRICS, PIPELINE, STORE
+from taskflow.keys import CONSUMER_STATE, DATABASE, DATABASE_MODE, METRICS, PIPELINE
 
 READY_TIMEOUT_S = 2.0
 # What prometheus-client's handler answers, depending on the scraper's Accept header.
@@ -68,7 +68,7 @@ async def ready(request: web.Request) -> web.Response:
     app = request.app
     database: dict[str, Any] = {"mode": app.get(DATABASE_MODE, "external")}
     try:
-        database["ok"] = await asyncio.wait_for(app[STORE].ping(), READY_TIMEOUT_S)
+        database["ok"] = await asyncio.wait_for(app[DATABASE].ping(), READY_TIMEOUT_S)
         if not database["ok"]:
             database["error"] = "schema missing"
     except (TaskflowError, TimeoutError) as exc:

@@ -44,6 +44,11 @@ class TaskSchema(ma.Schema):
     updated_at = ma.fields.AwareDateTime(required=True)
     started_at = ma.fields.AwareDateTime(required=True, allow_none=True)
     finished_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    cancel_requested_at = ma.fields.AwareDateTime(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Set while a cancel of the running attempt is pending."},
+    )
 
 
 class TaskListSchema(ma.Schema):
@@ -60,12 +65,21 @@ class TaskListSchema(ma.Schema):
 class EventSchema(ma.Schema):
     """One status change."""
 
+    seq = ma.fields.Integer(
+        required=True,
+        metadata={"minimum": 1, "description": "Per task: 1, 2, 3… with no gaps, in commit order."},
+    )
     status = ma.fields.String(required=True, validate=ma.validate.OneOf(_STATUSES))
     attempt = ma.fields.Integer(
         required=True,
         metadata={"minimum": 0, "description": "0 for `new`, then the attempt it belongs to."},
     )
     at = ma.fields.AwareDateTime(required=True)
+    reason = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The reason given with a cancel or retry; null otherwise."},
+    )
 
 
 class EventListSchema(ma.Schema):

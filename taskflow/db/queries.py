@@ -1,8 +1,7 @@
-"""Loads the named queries of `queries.sql` once, and `schema.sql`."""
+"""Loads the named queries of `queries.sql` once."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import cache
 from importlib import resources
@@ -26,15 +25,3 @@ def queries() -> dict[str, str]:
     """All named queries, read once from the package."""
     text = resources.files("taskflow.db").joinpath("queries.sql").read_text("utf-8")
     return parse_queries(text)
-
-
-@cache
-def schema_sql() -> str:
-    """The text of `schema.sql` (idempotent DDL)."""
-    return resources.files("taskflow.db").joinpath("schema.sql").read_text("utf-8")
-
-
-@cache
-def schema_digest() -> str:
-    """The SHA-256 of `schema.sql`, recorded in PostgreSQL once it is applied."""
-    return hashlib.sha256(schema_sql().encode()).hexdigest()

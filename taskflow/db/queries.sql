@@ -1,15 +1,27 @@
 -- Named queries of taskflow, loaded once by taskflow.db.queries.
 -- Each starts with `-- name: <name>`; TaskStore has one method per query.
 
--- name: apply_schema_lock
--- Serialises schema application between instances starting at once.
+-- name: migration_lock
+-- Serialises migrations between instances starting at once.
 SELECT pg_advisory_xact_lock(7204563201);
 
--- name: schema_versioned
-SELECT to_regclass('taskflow_schema') IS NOT NULL;
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS taskflow_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
 
--- name: applied_schema_digest
-SELECT digest FROM taskflow_schema LIMIT 1;
+-- name: schema_tables
+-- Which of the migrations table and the tasks table exist.
+SELECT to_regclass('taskflow_migrations') IS NOT NULL AS recorded,
+       to_regclass('tasks') IS NOT NULL AS created;
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM taskflow_migrations;
+
+-- name: record_migration
+INSERT INTO taskflow_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING;
 
 -- name: lock_for_schema
 -- Before changing the schema next to running instances: take the strongest lock at once.
@@ -22,32 +34,18 @@ BEGIN
     END IF;
 END $$;
 
--- name: record_schema_digest
-WITH cleared AS (DELETE FROM taskflow_schema)
-INSERT INTO taskflow_schema (digest) VALUES ($1);
-
 -- name: schema_present
 SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NULL;
 
 -- name: insert_tasks
--- One statement for a whole intake batch: tasks, their `new` history rows, and a wake-up
--- for the dispatchers of every instance. Rows whose idempotency key exists are skipped.
-WITH data AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
-                         $6::text[], $7::bytea[])
-        AS d(id, title, description, payload, source, idempotency_key, fingerprint)
-), inserted AS (
-    INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint)
-    SELECT id, title, description, payload, source, idempotency_key, fingerprint FROM data
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING *
-), events AS (
-    INSERT INTO task_events (task_id, status, attempt, at)
-    SELECT id, 'new', 0, created_at FROM inserted
-), wake AS (
-    SELECT pg_notify('taskflow_new', '') WHERE EXISTS (SELECT 1 FROM inserted)
-)
-SELECT inserted.* FROM inserted LEFT JOIN wake ON true;
+-- One statement for a whole intake batch (its history rows and the NOTIFY that wakes the
+-- dispatchers of every instance are written by the lifecycle triggers). Rows whose
+-- idempotency key exists are skipped.
+INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
+                     $6::text[], $7::bytea[])
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *;
 
 -- name: tasks_by_keys
 SELECT * FROM tasks WHERE idempotency_key = ANY($1::text[]);
@@ -69,7 +67,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT $3;
 
 -- name: task_events
-SELECT status, attempt, at FROM task_events WHERE task_id = $1 ORDER BY id;
+SELECT seq, status, attempt, at, reason FROM task_events WHERE task_id = $1 ORDER BY seq;
 
 -- name: claim_tasks
 -- Claims up to $3 tasks for owner $1 with a lease of $2 seconds: new tasks oldest first,
@@ -94,27 +92,18 @@ WITH fresh AS (
         updated_at = clock_timestamp(), lease_owner = $1,
         lease_expires_at = now() + make_interval(secs => $2)
     WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING t.id, t.attempts, t.source, t.started_at, (t.attempts > 1) AS recovered
-), events AS (
-    INSERT INTO task_events (task_id, status, attempt, at)
-    SELECT id, 'in_progress', attempts, started_at FROM claimed
+    RETURNING t.id, t.attempts, t.source, (t.attempts > 1) AS recovered
 )
 SELECT id, attempts, source, recovered FROM claimed;
 
 -- name: claim_new_by_ids
 -- Claims tasks this instance has just created, if nobody else has claimed them first.
-WITH claimed AS (
-    UPDATE tasks t
-    SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
-        updated_at = clock_timestamp(), lease_owner = $2,
-        lease_expires_at = now() + make_interval(secs => $3)
-    WHERE t.id = ANY($1::uuid[]) AND t.status = 'new'
-    RETURNING t.id, t.attempts, t.source, t.started_at
-), events AS (
-    INSERT INTO task_events (task_id, status, attempt, at)
-    SELECT id, 'in_progress', attempts, started_at FROM claimed
-)
-SELECT id, attempts, source, false AS recovered FROM claimed;
+UPDATE tasks t
+SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
+    updated_at = clock_timestamp(), lease_owner = $2,
+    lease_expires_at = now() + make_interval(secs => $3)
+WHERE t.id = ANY($1::uuid[]) AND t.status = 'new'
+RETURNING t.id, t.attempts, t.source, false AS recovered;
 
 -- name: finish_tasks
 -- Writes a batch of outcomes. Fenced: a row changes only while owner $6 still holds the
@@ -132,20 +121,17 @@ WITH data AS (
     UPDATE tasks t
     SET status = data.status, result = data.result, error = data.error,
         finished_at = clock_timestamp(), updated_at = clock_timestamp(),
-        lease_owner = NULL, lease_expires_at = NULL
+        lease_owner = NULL, lease_expires_at = NULL, cancel_requested_at = NULL
     FROM data
     WHERE t.id = data.id AND t.attempts = data.attempt AND t.status = 'in_progress'
       AND t.lease_owner = $6
-    RETURNING t.id, t.status, t.attempts, t.finished_at
-), events AS (
-    INSERT INTO task_events (task_id, status, attempt, at)
-    SELECT id, status, attempts, finished_at FROM finished
+    RETURNING t.id, t.attempts
 )
 SELECT id, attempts FROM finished
 UNION
 SELECT data.id, data.attempt FROM data CROSS JOIN LATERAL (
     SELECT 1 FROM tasks t
-    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status IN ('completed', 'failed')
+    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status IN ('completed', 'failed', 'cancelled')
     LIMIT 1
 ) AS already_finished;
 
@@ -161,10 +147,23 @@ WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress'
 RETURNING id;
 
 -- name: status_counts
--- One index-only count per status (tasks_status_newest_idx), never a scan of the table:
--- a GROUP BY over all rows would be planned as a (parallel) sequential scan.
-SELECT s.status, (SELECT count(*) FROM tasks t WHERE t.status = s.status) AS n
-FROM unnest(ARRAY['new', 'in_progress', 'completed', 'failed']) AS s(status);
+-- The per-status totals plus the deltas not yet folded into them: a few small rows,
+-- whatever the number of tasks.
+SELECT c.status, c.n + coalesce(d.delta, 0) AS n
+FROM task_counts c
+LEFT JOIN (SELECT status, sum(delta) AS delta FROM task_count_deltas GROUP BY status) AS d
+    ON d.status = c.status;
+
+-- name: fold_task_counts
+-- Folds the deltas into the totals, by one instance at a time (the others skip).
+WITH locked AS (
+    SELECT pg_try_advisory_xact_lock(7204563202) AS ok
+), folded AS (
+    DELETE FROM task_count_deltas WHERE (SELECT ok FROM locked) RETURNING status, delta
+), summed AS (
+    SELECT status, sum(delta) AS delta FROM folded GROUP BY status
+)
+UPDATE task_counts c SET n = c.n + summed.delta FROM summed WHERE c.status = summed.status;
 
 -- name: oldest_new
 SELECT min(created_at) FROM tasks WHERE status = 'new';

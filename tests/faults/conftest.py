@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,8 +16,9 @@ import aio_pika
 import aiohttp
 import pytest
 
+from taskflow_bench.harness.environment import service_environment
+from taskflow_bench.harness.service import RAW, Service
 from tests.conftest import AMQP_URL
-from tests.faults.service import Service, clean_environment, free_port
 from tests.integration.proxy import TcpProxy
 
 
@@ -31,19 +33,17 @@ class Fleet:
         self._log_dir = log_dir
 
     def environment(self, **settings: str | float) -> dict[str, str]:
-        """The environment of a service: test defaults, then `settings` (TASKFLOW_ names)."""
-        env = {
-            "DATABASE_URL": self.db_url,
-            "AMQP_URL": AMQP_URL,
-            "TASKFLOW_AMQP_QUEUE": self.amqp_queue,
-            "TASKFLOW_HOST": "127.0.0.1",
-            "TASKFLOW_PORT": str(free_port()),
-            "TASKFLOW_LOG_FORMAT": "json",
-            "TASKFLOW_LOG_LEVEL": "info",
-            "TASKFLOW_FAILURE_RATE": "0.1",
+        """The environment of a service: test defaults, then `settings` (by setting name)."""
+        defaults: dict[str, str | float] = {
+            "database_url": self.db_url,
+            "amqp_url": AMQP_URL,
+            "amqp_queue": self.amqp_queue,
+            "host": "127.0.0.1",
+            "log_format": "json",
+            "log_level": "info",
+            "failure_rate": 0.1,
         }
-        env.update({key: str(value) for key, value in settings.items()})
-        return clean_environment(env)
+        return service_environment({**defaults, **settings})
 
     async def launch(self, name: str, **settings: str | float) -> Service:
         """Start a service without waiting for it."""
@@ -54,7 +54,7 @@ class Fleet:
     async def start(self, name: str, **settings: str | float) -> Service:
         """Start a service and wait until it is ready."""
         service = await self.launch(name, **settings)
-        await service.wait_ready(self.session)
+        await service.wait_ready()
         return service
 
     async def close(self) -> None:
@@ -68,12 +68,13 @@ class Fleet:
         await self._delete_queues()
         errors = []
         for n, service in enumerate(self.services):
-            (self._log_dir / f"{n}-{service.name}.log").write_text(service.tail(len(service.logs)))
+            (self._log_dir / f"{n}-{service.name}.log").write_text(service.output)
             errors += [
                 f"{service.name}: {e}"
                 for e in service.logs
-                if e.get("level") in ("error", "critical") or e.get("event") == "<raw>"
+                if e.get("level") in ("error", "critical") or e.get("event") == RAW
             ]
+            errors += [f"{service.name} printed: {line}" for line in service.printed]
         assert not errors, "services logged errors:\n" + "\n".join(errors[:20])
 
     async def _delete_queues(self) -> None:
@@ -117,25 +118,26 @@ def _through(url: str, proxy: TcpProxy) -> str:
     return urlunsplit(parts._replace(netloc=f"{credentials}@{host}" if credentials else host))
 
 
+@asynccontextmanager
+async def _proxied(url: str, default_port: int) -> AsyncIterator[tuple[TcpProxy, str]]:
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    await proxy.start()
+    try:
+        yield proxy, _through(url, proxy)
+    finally:
+        await proxy.stop()
+
+
 @pytest.fixture
 async def pg_proxy(db_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
     """A TCP proxy in front of the test's PostgreSQL, and the database URL through it."""
-    parts = urlsplit(db_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.start()
-    try:
-        yield proxy, _through(db_url, proxy)
-    finally:
-        await proxy.stop()
+    async with _proxied(db_url, 5432) as proxied:
+        yield proxied
 
 
 @pytest.fixture
 async def amqp_proxy() -> AsyncIterator[tuple[TcpProxy, str]]:
     """A TCP proxy in front of the test RabbitMQ, and the AMQP URL through it."""
-    parts = urlsplit(AMQP_URL)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    try:
-        yield proxy, _through(AMQP_URL, proxy)
-    finally:
-        await proxy.stop()
+    async with _proxied(AMQP_URL, 5672) as proxied:
+        yield proxied

@@ -16,7 +16,9 @@ import aiohttp
 import asyncpg
 import orjson
 
-TERMINAL = ("completed", "failed")
+from taskflow_bench.harness import events
+from taskflow_bench.harness.service import Service
+from taskflow_bench.harness.tasks import TERMINAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +148,13 @@ async def create_tasks(
             return uuid.UUID(body["id"])
 
     return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+def terminal_write(service: Service, task_id: uuid.UUID, attempt: int) -> dict[str, Any]:
+    """The one terminal status change `service` logged for this attempt of the task."""
+    [written] = [
+        e
+        for e in service.events(events.STATUS_CHANGED, task_id=str(task_id), attempt=attempt)
+        if e["status"] in TERMINAL
+    ]
+    return written

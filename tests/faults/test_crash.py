@@ -12,12 +12,13 @@ import signal
 import time
 import uuid
 
+from taskflow_bench.harness.metrics import value
 from tests.faults.conftest import Fleet
 from tests.faults.tasks import TaskRow, create_tasks, snapshot, wait_all_terminal, wait_counts
 
 LEASE_S = 3.0
 CLAIM_INTERVAL_S = 1.0
-WORK = {"TASKFLOW_WORK_MIN_S": 2.0, "TASKFLOW_WORK_MAX_S": 3.0}
+WORK = {"work_min_s": 2.0, "work_max_s": 3.0}
 TASKS = 500
 # Recovery must take at most lease + claim interval + the last attempt's work; the rest
 # is slack for a loaded two-core machine.
@@ -57,16 +58,12 @@ async def _kill_in_flight(fleet: Fleet, victim_settings: dict[str, float]) -> tu
 
 
 async def test_kill_9_then_restart_recovers_every_task(fleet: Fleet) -> None:
-    owner, _ = await _kill_in_flight(
-        fleet, {"TASKFLOW_PROCESSORS": 250, "TASKFLOW_LEASE_S": LEASE_S, **WORK}
-    )
+    owner, _ = await _kill_in_flight(fleet, {"processors": 250, "lease_s": LEASE_S, **WORK})
     before = await snapshot(fleet.db_url)
     held = [t for t in before.values() if t.status in ("new", "in_progress")]
     assert len(held) >= 200, f"only {len(held)} tasks in flight at the kill"
 
-    restarted = await fleet.start(
-        "restarted", TASKFLOW_PROCESSORS=250, TASKFLOW_LEASE_S=LEASE_S, **WORK
-    )
+    restarted = await fleet.start("restarted", processors=250, lease_s=LEASE_S, **WORK)
     ready_at = time.monotonic()
     await wait_all_terminal(fleet.db_url, TASKS, RECOVERY_BOUND_S)
     recovery_s = time.monotonic() - ready_at
@@ -76,8 +73,8 @@ async def test_kill_9_then_restart_recovers_every_task(fleet: Fleet) -> None:
     assert recovered > 0
     assert in_memory > 0
     assert in_memory + recovered == len(held)
-    metrics = await restarted.metrics(fleet.session)
-    assert metrics["taskflow_lease_recoveries_total"] == recovered
+    metrics = await restarted.metrics()
+    assert value(metrics, "taskflow_lease_recoveries_total") == recovered
     print(
         f"\nrestart: {recovered} attempts recovered, {in_memory} new tasks found, "
         f"all terminal {recovery_s:.1f} s after the restart was ready"
@@ -85,9 +82,9 @@ async def test_kill_9_then_restart_recovers_every_task(fleet: Fleet) -> None:
 
 
 async def test_kill_9_recovered_by_a_live_instance(fleet: Fleet) -> None:
-    settings = {"TASKFLOW_PROCESSORS": 250, "TASKFLOW_LEASE_S": LEASE_S, **WORK}
+    settings = {"processors": 250, "lease_s": LEASE_S, **WORK}
     # Fewer processors than the backlog: some tasks are still `new` at the kill.
-    survivor = await fleet.start("survivor", **{**settings, "TASKFLOW_PROCESSORS": 100})
+    survivor = await fleet.start("survivor", **{**settings, "processors": 100})
     owner, killed_at = await _kill_in_flight(fleet, settings)
     before = await snapshot(fleet.db_url)
     held = [t for t in before.values() if t.status == "in_progress" and t.lease_owner == owner]
@@ -106,8 +103,8 @@ async def test_kill_9_recovered_by_a_live_instance(fleet: Fleet) -> None:
     ]
     for was in survivor_owned:
         assert after[was.id].attempts == was.attempts == 1
-    metrics = await survivor.metrics(fleet.session)
-    assert metrics["taskflow_lease_recoveries_total"] == recovered
+    metrics = await survivor.metrics()
+    assert value(metrics, "taskflow_lease_recoveries_total") == recovered
     print(
         f"\nlive instance: {recovered} attempts recovered, {in_memory} new tasks found, "
         f"all terminal {recovery_s:.1f} s after the kill"

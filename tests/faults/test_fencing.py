@@ -20,9 +20,11 @@ from taskflow.actors.status_writer import StatusWriter
 from taskflow.db.store import TaskStore
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, NewTask, Outcome, Source, Status
+from taskflow_bench.harness import events
+from taskflow_bench.harness.metrics import value
+from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
-from tests.faults.service import Service
-from tests.faults.tasks import TaskRow, create_tasks, snapshot, wait_all_terminal
+from tests.faults.tasks import TaskRow, create_tasks, snapshot, terminal_write, wait_all_terminal
 
 LEASE_S = 3.0
 
@@ -191,19 +193,18 @@ async def _wait_newer_attempts(fleet: Fleet, held: dict[uuid.UUID, TaskRow]) -> 
 
 
 async def test_paused_instance_cannot_overwrite_the_new_attempt(fleet: Fleet) -> None:
-    work = {"TASKFLOW_WORK_MIN_S": 2.0, "TASKFLOW_WORK_MAX_S": 3.0, "TASKFLOW_LEASE_S": LEASE_S}
-    paused = await fleet.start("paused", TASKFLOW_PROCESSORS=100, **work)
+    work = {"work_min_s": 2.0, "work_max_s": 3.0, "lease_s": LEASE_S}
+    paused = await fleet.start("paused", processors=100, **work)
     held = await _load_and_pause(fleet, paused)
     # Started while the first one is paused, so that it holds every running attempt.
-    other = await fleet.start("other", TASKFLOW_PROCESSORS=100, **work)
+    other = await fleet.start("other", processors=100, **work)
     await _wait_newer_attempts(fleet, held)
     paused.signal(signal.SIGCONT)
 
     await wait_all_terminal(fleet.db_url, 60, 60)
-    fence_event = "outcome fenced off: another attempt holds the task"
     async with asyncio.timeout(60):  # every stale attempt gets to its (rejected) write
         while True:
-            if all(paused.events(fence_event, task_id=str(i)) for i in held):
+            if all(paused.events(events.FENCED, task_id=str(i)) for i in held):
                 break
             await asyncio.sleep(0.1)
     after = await snapshot(fleet.db_url)
@@ -212,20 +213,15 @@ async def test_paused_instance_cannot_overwrite_the_new_attempt(fleet: Fleet) ->
         assert now.attempts == was.attempts + 1, now
         assert now.history == now.expected_history(), now
         # The outcome is the newer attempt's, as the other instance logged it.
-        [written] = [
-            e
-            for e in other.events("status changed", task_id=str(task_id), attempt=now.attempts)
-            if e["status"] in ("completed", "failed")
-        ]
-        assert written["status"] == now.status
-        [fenced] = paused.events(fence_event, task_id=str(task_id))
+        assert terminal_write(other, task_id, now.attempts)["status"] == now.status
+        [fenced] = paused.events(events.FENCED, task_id=str(task_id))
         assert fenced["attempt"] == was.attempts
     assert paused.running
     assert other.running
-    paused_metrics = await paused.metrics(fleet.session)
-    assert paused_metrics["taskflow_fenced_writes_total"] == len(held)
-    other_metrics = await other.metrics(fleet.session)
-    assert other_metrics["taskflow_lease_recoveries_total"] == len(held)
+    paused_metrics = await paused.metrics()
+    assert value(paused_metrics, "taskflow_fenced_writes_total") == len(held)
+    other_metrics = await other.metrics()
+    assert value(other_metrics, "taskflow_lease_recoveries_total") == len(held)
 
 
 async def test_paused_instance_resumes_next_to_its_own_new_attempts(fleet: Fleet) -> None:
@@ -233,10 +229,10 @@ async def test_paused_instance_resumes_next_to_its_own_new_attempts(fleet: Fleet
     # it is still running: the two attempts meet in one process and must not clash.
     paused = await fleet.start(
         "paused",
-        TASKFLOW_PROCESSORS=100,
-        TASKFLOW_WORK_MIN_S=5.0,
-        TASKFLOW_WORK_MAX_S=7.0,
-        TASKFLOW_LEASE_S=LEASE_S,
+        processors=100,
+        work_min_s=5.0,
+        work_max_s=7.0,
+        lease_s=LEASE_S,
     )
     held = await _load_and_pause(fleet, paused)
     await asyncio.sleep(LEASE_S + 1.5)
@@ -249,4 +245,4 @@ async def test_paused_instance_resumes_next_to_its_own_new_attempts(fleet: Fleet
     assert paused.running, paused.tail()
     async with fleet.session.get(f"{paused.url}/health/live") as response:
         assert response.status == 200
-    assert not paused.events("actor died, pipeline stopped")
+    assert not paused.events(events.ACTOR_DIED)

@@ -10,8 +10,11 @@ from collections import Counter
 import asyncpg
 import pytest
 
+from taskflow.db.migrate import migrate
 from taskflow.db.store import TaskStore
 from taskflow.models import NewTask, Source
+from taskflow_bench.harness import events
+from taskflow_bench.harness.metrics import value
 from tests.faults.conftest import Fleet
 from tests.faults.tasks import create_one, create_tasks, snapshot, wait_all_terminal
 
@@ -32,14 +35,13 @@ async def _insert_backlog(db_url: str, count: int) -> None:
 async def test_starting_next_to_running_instances_locks_no_table(db_url: str) -> None:
     # A running instance's statements hold row locks on `tasks`; a second instance
     # starting now must not wait for them (nor deadlock with them, as the DDL did).
-    async with TaskStore.connect(db_url, max_size=1) as first:
-        assert await first.apply_schema()
+    # (The test database is current: the template was built by the migrations.)
     running = await asyncpg.connect(db_url, timeout=10)
     try:
         async with running.transaction():
             await running.execute("LOCK TABLE tasks, task_events IN ROW EXCLUSIVE MODE")
-            async with TaskStore.connect(db_url, max_size=1) as second, asyncio.timeout(10):
-                assert not await second.apply_schema()
+            async with asyncio.timeout(10):
+                assert await migrate(db_url) == []
     finally:
         await running.close(timeout=10)
 
@@ -50,14 +52,14 @@ async def test_instances_drain_one_backlog_once(fleet: Fleet, instances: int) ->
     launched = [
         await fleet.launch(
             f"web-{n}",
-            TASKFLOW_PROCESSORS=20,
-            TASKFLOW_WORK_MIN_S=0.0,
-            TASKFLOW_WORK_MAX_S=0.05,
-            TASKFLOW_LEASE_S=30,
+            processors=20,
+            work_min_s=0.0,
+            work_max_s=0.05,
+            lease_s=30,
         )
         for n in range(instances)
     ]
-    await asyncio.gather(*(s.wait_ready(fleet.session) for s in launched))
+    await asyncio.gather(*(s.wait_ready() for s in launched))
     # More tasks arrive on every instance while the backlog drains.
     await asyncio.gather(
         *(create_tasks(fleet.session, s.url, PER_INSTANCE_HTTP, 10) for s in launched)
@@ -74,15 +76,13 @@ async def test_instances_drain_one_backlog_once(fleet: Fleet, instances: int) ->
     started: Counter[str] = Counter()
     per_instance = []
     for service in launched:
-        ids = [e["task_id"] for e in service.events("status changed", status="in_progress")]
+        ids = [e["task_id"] for e in service.events(events.STATUS_CHANGED, status="in_progress")]
         started.update(ids)
         per_instance.append(len(ids))
     assert set(started) == {str(i) for i in rows}
     assert max(started.values()) == 1
     assert all(n > 0 for n in per_instance), per_instance
-    recoveries = [
-        (await s.metrics(fleet.session))["taskflow_lease_recoveries_total"] for s in launched
-    ]
+    recoveries = [value((await s.metrics()), "taskflow_lease_recoveries_total") for s in launched]
     assert recoveries == [0.0] * instances
     print(f"\n{instances} instances: attempts per instance {per_instance}")
 
@@ -90,13 +90,9 @@ async def test_instances_drain_one_backlog_once(fleet: Fleet, instances: int) ->
 async def test_claims_wake_across_instances(fleet: Fleet) -> None:
     # `busy` has one processor, kept busy; tasks created on it must be claimed by `idle`,
     # woken by the NOTIFY of the insert rather than by its once-a-second poll.
-    busy = await fleet.start(
-        "busy", TASKFLOW_PROCESSORS=1, TASKFLOW_WORK_MIN_S=60, TASKFLOW_WORK_MAX_S=60
-    )
+    busy = await fleet.start("busy", processors=1, work_min_s=60, work_max_s=60)
     await create_one(fleet.session, busy.url, "occupy the only processor")
-    idle = await fleet.start(
-        "idle", TASKFLOW_PROCESSORS=4, TASKFLOW_WORK_MIN_S=0, TASKFLOW_WORK_MAX_S=0
-    )
+    idle = await fleet.start("idle", processors=4, work_min_s=0, work_max_s=0)
     ids: list[uuid.UUID] = []
     for n in range(30):
         status, body, _ = await create_one(fleet.session, busy.url, f"wake-{n}")
@@ -109,7 +105,9 @@ async def test_claims_wake_across_instances(fleet: Fleet) -> None:
             if all(rows[i].terminal for i in ids):
                 break
             await asyncio.sleep(0.1)
-    started_by_idle = {e["task_id"] for e in idle.events("status changed", status="in_progress")}
+    started_by_idle = {
+        e["task_id"] for e in idle.events(events.STATUS_CHANGED, status="in_progress")
+    }
     assert started_by_idle == {str(i) for i in ids}
     conn_rows = await snapshot(fleet.db_url)
     delays = sorted(

@@ -13,8 +13,9 @@ from collections import Counter
 
 import aiohttp
 
+from taskflow_bench.harness.metrics import value
+from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
-from tests.faults.service import Service
 from tests.faults.tasks import snapshot, wait_all_terminal
 
 FLOOD = 5000
@@ -33,10 +34,10 @@ async def _sample_rss(service: Service, peak: list[int]) -> None:
 async def test_flood_gets_201_or_503_and_memory_stays_bounded(fleet: Fleet) -> None:
     service = await fleet.start(
         "service",
-        TASKFLOW_QUEUE_SIZE=QUEUE_SIZE,
-        TASKFLOW_PROCESSORS=20,
-        TASKFLOW_WORK_MIN_S=0.0,
-        TASKFLOW_WORK_MAX_S=0.05,
+        queue_size=QUEUE_SIZE,
+        processors=20,
+        work_min_s=0.0,
+        work_max_s=0.05,
     )
     baseline = service.rss_bytes()
     peak = [baseline]
@@ -79,8 +80,8 @@ async def test_flood_gets_201_or_503_and_memory_stays_bounded(fleet: Fleet) -> N
     assert set(rows) == set(created)  # a 503 created nothing
     for row in rows.values():
         assert row.history == row.expected_history(), row
-    metrics = await service.metrics(fleet.session)
-    assert metrics['taskflow_intake_rejected_total{reason="full"}'] == answers["503"]
+    metrics = await service.metrics()
+    assert value(metrics, "taskflow_intake_rejected_total", reason="full") == answers["503"]
     growth = peak[0] - baseline
     assert growth < 150 * MIB, f"RSS grew by {growth / MIB:.0f} MiB"
     assert service.running

@@ -16,9 +16,18 @@ import uuid
 import aiohttp
 import pytest
 
+from taskflow_bench.harness import events
+from taskflow_bench.harness.metrics import value
+from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
-from tests.faults.service import Service
-from tests.faults.tasks import create_one, create_tasks, snapshot, wait_all_terminal, wait_counts
+from tests.faults.tasks import (
+    create_one,
+    create_tasks,
+    snapshot,
+    terminal_write,
+    wait_all_terminal,
+    wait_counts,
+)
 from tests.integration.proxy import TcpProxy
 
 LEASE_S = 3.0
@@ -55,11 +64,11 @@ async def test_postgres_outage_is_survived(
     proxy, proxied_url = pg_proxy
     service = await fleet.start(
         "service",
-        DATABASE_URL=proxied_url,
-        TASKFLOW_PROCESSORS=100,
-        TASKFLOW_WORK_MIN_S=1.0,
-        TASKFLOW_WORK_MAX_S=2.0,
-        TASKFLOW_LEASE_S=LEASE_S,
+        database_url=proxied_url,
+        processors=100,
+        work_min_s=1.0,
+        work_max_s=2.0,
+        lease_s=LEASE_S,
     )
     session = fleet.session
     ids = await create_tasks(session, service.url, 100, concurrency=20)
@@ -80,11 +89,11 @@ async def test_postgres_outage_is_survived(
     # Processors finish their work meanwhile: their outcomes are retried, not dropped.
     async with asyncio.timeout(60):
         while True:
-            metrics = await service.metrics(session)
-            if metrics["taskflow_status_write_retries_total"] > 0:
+            metrics = await service.metrics()
+            if value(metrics, "taskflow_status_write_retries_total") > 0:
                 break
             await asyncio.sleep(0.2)
-    assert metrics["taskflow_db_up"] == 0
+    assert value(metrics, "taskflow_db_up") == 0
     # Stay cut for longer than the lease, so that leases run out during the outage.
     await asyncio.sleep(max(cut_at + LEASE_S + 1 - time.monotonic(), 0))
     assert service.running
@@ -94,7 +103,7 @@ async def test_postgres_outage_is_survived(
         proxy.heal()
     restored_at = time.monotonic()
 
-    await service.wait_ready(session, 60)
+    await service.wait_ready(timeout=60)
     status, body, _ = await create_one(session, service.url, "after the outage")
     assert status == 201, body
     await wait_all_terminal(fleet.db_url, len(ids) + 1, 60)
@@ -105,10 +114,10 @@ async def test_postgres_outage_is_survived(
     for row in rows.values():
         assert row.history == row.expected_history(), row
     assert service.running
-    assert not service.events("actor died, pipeline stopped")
-    metrics = await service.metrics(session)
-    assert metrics["taskflow_db_up"] == 1
-    retries = metrics["taskflow_status_write_retries_total"]
+    assert not service.events(events.ACTOR_DIED)
+    metrics = await service.metrics()
+    assert value(metrics, "taskflow_db_up") == 1
+    retries = value(metrics, "taskflow_status_write_retries_total")
     second_attempts = sum(r.attempts > 1 for r in rows.values())
     print(
         f"\n{mode}: creates answered 503 within {create_s:.1f} s, readiness in {ready_s:.1f} s, "
@@ -124,10 +133,8 @@ async def test_partitioned_instance_is_fenced_after_takeover(
     # leases run out; when the partition heals, the retried outcomes of the cut-off
     # instance are fenced and every task keeps the newer attempt's outcome.
     proxy, proxied_url = pg_proxy
-    work = {"TASKFLOW_WORK_MIN_S": 1.0, "TASKFLOW_WORK_MAX_S": 2.0, "TASKFLOW_LEASE_S": LEASE_S}
-    cut_off = await fleet.start(
-        "cut-off", DATABASE_URL=proxied_url, TASKFLOW_PROCESSORS=100, **work
-    )
+    work = {"work_min_s": 1.0, "work_max_s": 2.0, "lease_s": LEASE_S}
+    cut_off = await fleet.start("cut-off", database_url=proxied_url, processors=100, **work)
     await create_tasks(fleet.session, cut_off.url, 40, concurrency=20)
     await wait_counts(fleet.db_url, 30, in_progress=20)
     proxy.partition()
@@ -137,7 +144,7 @@ async def test_partitioned_instance_is_fenced_after_takeover(
         for i, t in (await snapshot(fleet.db_url)).items()
         if t.status == "in_progress" and t.lease_owner == cut_off.owner
     }
-    other = await fleet.start("other", TASKFLOW_PROCESSORS=100, **work)
+    other = await fleet.start("other", processors=100, **work)
     async with asyncio.timeout(LEASE_S + 30):
         while True:
             rows = await snapshot(fleet.db_url)
@@ -149,14 +156,13 @@ async def test_partitioned_instance_is_fenced_after_takeover(
     # The attempts the cut-off instance really ran. A claim can commit while its answer is
     # lost in the partition: such a task is held in PostgreSQL but was never started.
     started = {
-        uuid.UUID(e["task_id"]) for e in cut_off.events("status changed", status="in_progress")
+        uuid.UUID(e["task_id"]) for e in cut_off.events(events.STATUS_CHANGED, status="in_progress")
     }
     ran = started & set(held)
     assert ran
-    fence_event = "outcome fenced off: another attempt holds the task"
     async with asyncio.timeout(60):  # the cut-off instance's retried writes get through
         while True:
-            fenced = [e for i in ran for e in cut_off.events(fence_event, task_id=str(i))]
+            fenced = [e for i in ran for e in cut_off.events(events.FENCED, task_id=str(i))]
             if len(fenced) >= len(ran):
                 break
             await asyncio.sleep(0.2)
@@ -166,30 +172,25 @@ async def test_partitioned_instance_is_fenced_after_takeover(
         now = rows[task_id]
         assert now.attempts == was.attempts + 1, now
         assert now.history == now.expected_history(), now
-        [written] = [
-            e
-            for e in other.events("status changed", task_id=str(task_id), attempt=now.attempts)
-            if e["status"] in ("completed", "failed")
-        ]
-        assert written["status"] == now.status
-        fenced_here = cut_off.events(fence_event, task_id=str(task_id))
+        assert terminal_write(other, task_id, now.attempts)["status"] == now.status
+        fenced_here = cut_off.events(events.FENCED, task_id=str(task_id))
         assert len(fenced_here) == (1 if task_id in ran else 0)
     assert cut_off.running
-    metrics = await cut_off.metrics(fleet.session)
-    assert metrics["taskflow_fenced_writes_total"] == len(ran)
-    assert metrics["taskflow_status_write_retries_total"] > 0
-    other_metrics = await other.metrics(fleet.session)
-    assert other_metrics["taskflow_lease_recoveries_total"] == len(held)
+    metrics = await cut_off.metrics()
+    assert value(metrics, "taskflow_fenced_writes_total") == len(ran)
+    assert value(metrics, "taskflow_status_write_retries_total") > 0
+    other_metrics = await other.metrics()
+    assert value(other_metrics, "taskflow_lease_recoveries_total") == len(held)
 
 
 async def test_start_up_waits_for_postgres(fleet: Fleet, pg_proxy: tuple[TcpProxy, str]) -> None:
     # Start-up needs PostgreSQL; it waits for it (up to 30 s) rather than failing at once.
     proxy, proxied_url = pg_proxy
     await proxy.stop()
-    service = await fleet.launch("service", DATABASE_URL=proxied_url)
-    await service.wait_log("PostgreSQL not reachable yet, retrying", 30)
+    service = await fleet.launch("service", database_url=proxied_url)
+    await service.wait_log(events.DATABASE_RETRYING, 30)
     assert service.running
     await proxy.start()
-    await service.wait_ready(fleet.session, 60)
+    await service.wait_ready(timeout=60)
     status, body, _ = await create_one(fleet.session, service.url, "after start-up")
     assert status == 201, body

@@ -11,15 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import asyncpg
 import pytest
 
-from tests.conftest import AMQP_URL
+from taskflow_bench.harness.metrics import value
+from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
-from tests.faults.service import Service
 from tests.faults.tasks import create_tasks, snapshot, wait_all_terminal
-from tests.integration.amqp.support import Broker
+from tests.integration.amqp.support import Broker, open_broker
 from tests.integration.proxy import TcpProxy
 
 PER_PHASE = 200
@@ -28,15 +27,9 @@ PER_PHASE = 200
 @pytest.fixture
 async def broker(fleet: Fleet) -> AsyncIterator[Broker]:
     """A publisher's connection straight to RabbitMQ (not through the proxy)."""
-    connection = await aio_pika.connect(AMQP_URL, timeout=30)
-    try:
-        channel = await connection.channel()
-        handle = Broker(channel, fleet.amqp_queue)
-        for name in (handle.queue, handle.dead):
-            await channel.declare_queue(name, durable=True, timeout=30)
+    # The fleet deletes the queues when it closes.
+    async with open_broker(fleet.amqp_queue, delete_after=False) as handle:
         yield handle
-    finally:
-        await connection.close()
 
 
 async def _readiness(fleet: Fleet, service: Service) -> dict[str, Any]:
@@ -50,7 +43,7 @@ async def _wait_amqp(fleet: Fleet, service: Service, consuming: bool) -> None:
     async with asyncio.timeout(60):
         while True:
             state = (await _readiness(fleet, service))["amqp"]["state"]
-            connected = (await service.metrics(fleet.session))["taskflow_amqp_connected"]
+            connected = value((await service.metrics()), "taskflow_amqp_connected")
             if (state == "consuming") == consuming and connected == float(consuming):
                 return
             await asyncio.sleep(0.1)
@@ -67,10 +60,10 @@ async def test_rabbitmq_outage_loses_and_duplicates_nothing(
     proxy, proxied_url = amqp_proxy
     service = await fleet.start(
         "service",
-        AMQP_URL=proxied_url,
-        TASKFLOW_PROCESSORS=50,
-        TASKFLOW_WORK_MIN_S=0.0,
-        TASKFLOW_WORK_MAX_S=0.05,
+        amqp_url=proxied_url,
+        processors=50,
+        work_min_s=0.0,
+        work_max_s=0.05,
     )
     await _wait_amqp(fleet, service, consuming=True)
 
@@ -100,10 +93,10 @@ async def test_rabbitmq_outage_loses_and_duplicates_nothing(
     )
     assert await broker.waiting() == 0
     assert await broker.waiting(broker.dead) == 0
-    metrics = await service.metrics(fleet.session)
-    created = metrics['taskflow_tasks_created_total{source="amqp"}']
+    metrics = await service.metrics()
+    created = value(metrics, "taskflow_tasks_created_total", source="amqp")
     assert created == 3 * PER_PHASE
-    duplicates = metrics.get('taskflow_amqp_messages_total{outcome="duplicate"}', 0.0)
+    duplicates = value(metrics, "taskflow_amqp_messages_total", outcome="duplicate")
     print(
         f"\nRabbitMQ cut while consuming: {3 * PER_PHASE} messages → {created:.0f} tasks, "
         f"{duplicates:.0f} redeliveries recognised as duplicates"

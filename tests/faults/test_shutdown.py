@@ -16,8 +16,10 @@ from collections import Counter
 import aiohttp
 import pytest
 
+from taskflow_bench.harness import events
+from taskflow_bench.harness.metrics import value
+from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
-from tests.faults.service import Service
 from tests.faults.tasks import create_one, create_tasks, snapshot, wait_all_terminal
 
 LEASE_S = 30.0
@@ -52,20 +54,20 @@ async def _create_until_exit(
 async def test_signal_drains_hands_back_and_exits_0(fleet: Fleet, signum: signal.Signals) -> None:
     leaving = await fleet.start(
         "leaving",
-        TASKFLOW_PROCESSORS=50,
-        TASKFLOW_WORK_MIN_S=1.0,
-        TASKFLOW_WORK_MAX_S=6.0,
-        TASKFLOW_LEASE_S=LEASE_S,
-        TASKFLOW_SHUTDOWN_GRACE_S=GRACE_S,
+        processors=50,
+        work_min_s=1.0,
+        work_max_s=6.0,
+        lease_s=LEASE_S,
+        shutdown_grace_s=GRACE_S,
     )
     ids = await create_tasks(fleet.session, leaving.url, 40, concurrency=20)
     # Started after the load, so that every running attempt is the leaving instance's.
     taker = await fleet.start(
         "taker",
-        TASKFLOW_PROCESSORS=50,
-        TASKFLOW_WORK_MIN_S=0.2,
-        TASKFLOW_WORK_MAX_S=0.5,
-        TASKFLOW_LEASE_S=LEASE_S,
+        processors=50,
+        work_min_s=0.2,
+        work_max_s=0.5,
+        lease_s=LEASE_S,
     )
     before = await snapshot(fleet.db_url)
     held = {i: t for i, t in before.items() if t.status == "in_progress"}
@@ -91,10 +93,10 @@ async def test_signal_drains_hands_back_and_exits_0(fleet: Fleet, signum: signal
     for row in final.values():
         assert row.history == row.expected_history(), row
     # No attempt starts once the shutdown has begun.
-    begun = leaving.logs.index(leaving.events("shutdown begun: intake stopped")[0])
+    begun = leaving.logs.index(leaving.events(events.SHUTDOWN_BEGUN)[0])
     assert not [e for e in leaving.logs[begun:] if e.get("status") == "in_progress"]
     started = {
-        uuid.UUID(e["task_id"]) for e in leaving.events("status changed", status="in_progress")
+        uuid.UUID(e["task_id"]) for e in leaving.events(events.STATUS_CHANGED, status="in_progress")
     }
     # Every attempt the leaving instance held: started ones, and claimed ones that no
     # processor had started yet (handed back unstarted).
@@ -104,16 +106,18 @@ async def test_signal_drains_hands_back_and_exits_0(fleet: Fleet, signum: signal
     assert len(finished) + len(handed_back) == len(ours)
     for task_id in finished:  # committed (and logged) by the leaving instance before it exited
         assert task_id in started
-        assert leaving.events("status changed", task_id=str(task_id), status=final[task_id].status)
+        assert leaving.events(
+            events.STATUS_CHANGED, task_id=str(task_id), status=final[task_id].status
+        )
     for task_id in set(handed_back) & started:
         assert leaving.events(
             "attempt abandoned at shutdown, to be handed back", task_id=str(task_id)
         )
-    [stopped] = leaving.events("pipeline stopped")
+    [stopped] = leaving.events(events.PIPELINE_STOPPED)
     assert stopped["handed_back"] == len(handed_back)
     assert finished, "no attempt finished within the grace period"
     assert handed_back, "no attempt was left to hand back"
-    recovered = (await taker.metrics(fleet.session))["taskflow_lease_recoveries_total"]
+    recovered = value((await taker.metrics()), "taskflow_lease_recoveries_total")
     assert recovered == len(handed_back)
     print(
         f"\n{signum.name}: {len(finished)} attempts finished in the grace period, "

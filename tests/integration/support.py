@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse, web
@@ -16,8 +17,6 @@ from taskflow.config import Settings
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[Settings], Awaitable[Client]]
 
-TERMINAL = ("completed", "failed")
-
 
 async def create(client: Client, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
     """POST a task that must be accepted (201 or 200); return it."""
@@ -26,17 +25,6 @@ async def create(client: Client, body: dict[str, Any], key: str | None = None) -
     assert response.status in (200, 201), await response.text()
     task: dict[str, Any] = await response.json()
     return task
-
-
-async def wait_terminal(client: Client, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Poll a task until it is completed or failed."""
-    async with asyncio.timeout(timeout):
-        while True:
-            response = await client.get(f"/tasks/{task_id}")
-            task: dict[str, Any] = await response.json()
-            if task["status"] in TERMINAL:
-                return task
-            await asyncio.sleep(0.02)
 
 
 async def settle(client: Client, timeout: float = 60.0) -> None:
@@ -67,34 +55,29 @@ async def assert_error(response: ClientResponse, status: int, code: str) -> dict
     return details
 
 
-async def metric(client: Client, name: str, labels: dict[str, str] | None = None) -> float:
-    """The value of one sample on `/metrics` (0 when the series is absent)."""
-    response = await client.get("/metrics")
-    assert response.status == 200
-    wanted = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
-    series = f"{name}{{{wanted}}}" if wanted else name
-    for line in (await response.text()).splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        if sample == series:
-            return float(value)
-    return 0.0
-
-
-async def run_taskflow(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run `python -m taskflow ARGS` (environment plus `env`); exit code, stdout, stderr."""
+async def run_command(
+    *argv: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, str, str]:
+    """Run `argv` (this environment plus `env`) for at most `timeout`, killing it after;
+    exit code, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "taskflow", *args,
-        env={**os.environ, **(env or {})},
+        *argv, env={**os.environ, **(env or {})}, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(timeout):
             out, err = await process.communicate()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
     assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def run_taskflow(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `python -m taskflow ARGS` (environment plus `env`); exit code, stdout, stderr."""
+    return await run_command(sys.executable, "-m", "taskflow", *args, env=env)

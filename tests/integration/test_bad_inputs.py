@@ -1,4 +1,7 @@
-"""Bad input of every kind: the right status, the contract's error shape, never a 500."""
+"""Bad input of every kind: the right status, the contract's error shape, never a 500.
+
+Also the edge cases found by fuzzing and reviewing the OpenAPI document (405s name the
+allowed methods, idempotency keys outside ASCII, cursors that are not ours)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.support import Client, assert_error, metric, wait_terminal
+from taskflow_bench.harness.metrics import metric
+from taskflow_bench.harness.tasks import wait_terminal
+from tests.integration.support import Client, assert_error
 
 JSON = {"Content-Type": "application/json"}
 TASK_ID = str(uuid.UUID(int=42))
@@ -47,6 +52,7 @@ def nested(depth: int) -> Any:
 
 
 def cursor_of(value: object) -> str:
+    """A cursor built like ours (base64 of JSON), from an arbitrary value."""
     return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
 
 
@@ -224,7 +230,7 @@ async def test_bad_input(client: Client, case: Case) -> None:
         assert case.field in details, details
     if case.status == 405:
         assert case.method not in details["allowed"]
-    assert await metric(client, "taskflow_tasks_created_total", {"source": "http"}) == 0
+    assert await metric(client, "taskflow_tasks_created_total", source="http") == 0
 
 
 async def raw_request(client: Client, head: bytes, payload: bytes) -> tuple[int, bytes]:
@@ -256,6 +262,57 @@ async def test_an_idempotency_key_that_is_not_utf8_is_a_bad_request(client: Clie
     error = orjson.loads(answer)["error"]
     assert error["code"] == "bad_request"
     assert "Idempotency-Key" in error["details"]
+    listed = await (await client.get("/tasks")).json()
+    assert listed["items"] == []  # nothing was stored
+
+
+async def test_an_idempotency_key_in_utf8_works(client: Client) -> None:
+    head = b"POST /tasks HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    head += "Idempotency-Key: clé-é\r\n".encode()
+    first, _ = await raw_request(client, head, b'{"title": "x"}')
+    again, _ = await raw_request(client, head, b'{"title": "x"}')
+    assert (first, again) == (201, 200)
+
+
+async def test_405_names_the_allowed_methods(client: Client) -> None:
+    response = await client.put("/tasks", json={"title": "x"})
+    assert response.status == 405
+    assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
+    details = await assert_error(response, 405, "method_not_allowed")
+    assert details["allowed"] == ["GET", "POST"]
+
+
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        cursor_of(["0001-01-01T00:00:00+14:00", NIL]),
+        cursor_of(["9999-12-31T23:59:59-14:00", NIL]),
+        cursor_of(["2026-01-01T00:00:00+00:00", 5]),
+        cursor_of([["2026-01-01T00:00:00+00:00"], NIL]),
+        cursor_of(["2026-01-01T00:00:00", NIL]),
+        cursor_of([1, 2, 3]),
+        "%%%",
+        "not base64 at all",
+    ],
+)
+async def test_a_cursor_that_is_not_ours_is_a_400(client: Client, bad: str) -> None:
+    response = await client.get("/tasks", params={"cursor": bad})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error == {
+        "code": "bad_request",
+        "message": "the cursor is not valid",
+        "details": {"cursor": ["Not a valid cursor."]},
+    }
+
+
+async def test_an_empty_cursor_is_the_first_page(client: Client) -> None:
+    assert (await client.post("/tasks", json={"title": "x"})).status == 201
+    page = await (await client.get("/tasks", params={"cursor": ""})).json()
+    assert len(page["items"]) == 1
 
 
 async def test_a_bad_request_does_not_fail_the_creates_batched_with_it(client: Client) -> None:

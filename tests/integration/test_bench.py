@@ -1,4 +1,4 @@
-"""`taskflow bench` end to end at toy sizes: orchestration and output, not timings."""
+"""`taskflow-bench` end to end at toy sizes: orchestration and output, not timings."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 import orjson
 import pytest
 
-from taskflow.bench.options import BenchOptions
-from taskflow.bench.report import Outcome
-from taskflow.bench.runner import run_bench
-from taskflow.cli import main
+from taskflow_bench.cli import main
+from taskflow_bench.options import BenchOptions
+from taskflow_bench.report import Outcome
+from taskflow_bench.runner import run_bench
 from tests.conftest import ADMIN_URL, AMQP_URL
 
 TINY = BenchOptions(
@@ -77,7 +77,6 @@ def test_command_prints_json_with_the_median_of_repetitions(
 ) -> None:
     code = main(
         [
-            "bench",
             "drain",
             "--repetitions=2",
             "--drain-tasks=20",

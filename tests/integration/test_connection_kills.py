@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from taskflow.keys import PIPELINE
+from taskflow_bench.harness.tasks import wait_terminal
 from tests.conftest import ADMIN_URL
-from tests.integration.test_lifecycle import wait_terminal
 
 Client = TestClient[web.Request, web.Application]
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 from taskflow.config import Settings
-from tests.integration.support import Client, MakeClient, metric, settle
+from taskflow_bench.harness.metrics import metric
+from tests.integration.support import Client, MakeClient, settle
 
 COUNT = 1000
 
@@ -48,8 +49,8 @@ async def test_a_thousand_concurrent_creates_are_all_processed_in_few_inserts(
     for task_id, history in zip(ids, histories, strict=True):
         assert history == ["new", "in_progress", by_status[task_id]], (task_id, history)
 
-    inserts = await metric(client, "taskflow_db_batch_size_count", {"operation": "insert"})
-    rows = await metric(client, "taskflow_db_batch_size_sum", {"operation": "insert"})
+    inserts = await metric(client, "taskflow_db_batch_size_count", operation="insert")
+    rows = await metric(client, "taskflow_db_batch_size_sum", operation="insert")
     assert rows == COUNT
     assert 1 <= inserts < 500, f"{inserts:.0f} INSERT statements for {COUNT} creates"
-    assert await metric(client, "taskflow_tasks_created_total", {"source": "http"}) == COUNT
+    assert await metric(client, "taskflow_tasks_created_total", source="http") == COUNT

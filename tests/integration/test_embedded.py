@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from taskflow.db.embedded import embedded_postgres
-from tests.integration.service import private_data_dir
+from tests.integration.embedded import private_data_dir
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

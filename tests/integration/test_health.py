@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from taskflow.app import create_app
 from taskflow.config import Settings
+from taskflow_bench.harness.metrics import value, wait_for
 from tests.integration.proxy import TcpProxy
-from tests.integration.scrape import value, wait_for
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]

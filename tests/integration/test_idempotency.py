@@ -7,7 +7,8 @@ from typing import Any
 
 from aiohttp import ClientResponse
 
-from tests.integration.support import Client, assert_error, wait_terminal
+from taskflow_bench.harness.tasks import wait_terminal
+from tests.integration.support import Client, assert_error
 
 
 async def post(client: Client, body: dict[str, Any], key: str) -> ClientResponse:

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from taskflow_bench.harness.tasks import wait_terminal
+
 Client = TestClient[web.Request, web.Application]
-
-
-async def wait_terminal(client: Client, task_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    """Poll a task until it is completed or failed."""
-    async with asyncio.timeout(timeout):
-        while True:
-            response = await client.get(f"/tasks/{task_id}")
-            task: dict[str, Any] = await response.json()
-            if task["status"] in ("completed", "failed"):
-                return task
-            await asyncio.sleep(0.02)
 
 
 async def test_created_task_is_processed_to_completion(client: Client) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -13,23 +12,14 @@ from aiohttp.test_utils import TestClient
 
 from taskflow.app import create_app
 from taskflow.config import Settings
-from tests.integration.scrape import label_values, scrape, value, wait_for
+from taskflow_bench.harness.metrics import label_values, scrape, value, wait_for
+from taskflow_bench.harness.tasks import wait_terminal
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]
 
 N = 12
 TEMPLATES = {"/tasks", "/tasks/{task_id}", "/tasks/{task_id}/events", "/metrics", "unmatched"}
-
-
-async def wait_terminal(client: Client, task_id: str) -> dict[str, Any]:
-    """Poll a task until it is completed or failed."""
-    async with asyncio.timeout(30):
-        while True:
-            task: dict[str, Any] = await (await client.get(f"/tasks/{task_id}")).json()
-            if task["status"] in ("completed", "failed"):
-                return task
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

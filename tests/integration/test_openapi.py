@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +13,7 @@ from openapi_spec_validator import validate
 
 from taskflow.app import create_app
 from taskflow.config import Settings
+from tests.integration.support import run_command
 
 Client = TestClient[web.Request, web.Application]
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
@@ -124,6 +123,7 @@ async def test_document_details_of_the_task_routes(client: Client) -> None:
         "in_progress",
         "completed",
         "failed",
+        "cancelled",
     ]
     assert listing["status"]["explode"] is True
     assert listing["cursor"]["schema"]["maxLength"] == 200
@@ -154,22 +154,11 @@ async def test_schemathesis_finds_nothing(
     command += ["--checks", CHECKS, "--max-examples", "50", "--generation-deterministic"]
     command += ["--workers", "1", "--request-timeout", "20", "--no-color"]
     command += ["--report", "junit", "--report-dir", str(tmp_path)]
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=tmp_path,
-        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "120"},
+    code, out, err = await run_command(
+        *command, env={"NO_COLOR": "1", "COLUMNS": "120"}, cwd=tmp_path, timeout=100
     )
-    try:
-        async with asyncio.timeout(100):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    report = out.decode(errors="replace")
-    assert proc.returncode == 0, report
+    report = out + err
+    assert code == 0, report
     # schemathesis leaves out the operation that serves the document it reads.
     tested = len(OPERATIONS) - 1
     assert f"Operations:       {tested} selected / {tested} total" in report, report

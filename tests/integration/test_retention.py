@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from taskflow import retention
 from taskflow.config import Settings
-from tests.integration.amqp.support import metric
+from taskflow_bench.harness.metrics import metric
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[Settings], Awaitable[Client]]

@@ -15,15 +15,13 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, ClientTimeout
 
-from tests.integration.service import (
-    Service,
-    postgres_processes,
-    private_data_dir,
-    service_env,
-)
+from taskflow_bench.harness import events
+from taskflow_bench.harness.service import RAW, Service
+from taskflow_bench.harness.tasks import wait_terminal
+from tests.integration.embedded import SERVE, postgres_processes, private_data_dir, service_env
 
-IN_USE = "DATABASE_URL is not set: using an embedded PostgreSQL"
-WAITING_FOR_BROKER = "waiting for RabbitMQ; HTTP intake works meanwhile"
+BRINGS_UP = (events.EMBEDDED_STARTED, events.EMBEDDED_JOINED)  # one instance each
+
 StartService = Callable[[dict[str, str]], Awaitable[Service]]
 
 
@@ -50,13 +48,13 @@ async def start_service(
     started: list[Service] = []
 
     async def start(env: dict[str, str]) -> Service:
-        service = await Service.start(env, cwd=tmp_path)
+        service = await Service.start(f"serve-{len(started)}", env, argv=SERVE, cwd=tmp_path)
         started.append(service)
         return service
 
     yield start
     for service in started:
-        await service.close()
+        await service.stop()
 
 
 async def create_task(http: ClientSession, service: Service, title: str) -> dict[str, Any]:
@@ -73,13 +71,9 @@ async def get_task(http: ClientSession, service: Service, task_id: str) -> dict[
         return task
 
 
-async def wait_terminal(http: ClientSession, service: Service, task_id: str) -> dict[str, Any]:
-    async with asyncio.timeout(60):
-        while True:
-            task = await get_task(http, service, task_id)
-            if task["status"] in ("completed", "failed"):
-                return task
-            await asyncio.sleep(0.1)
+async def finished(service: Service, task_id: str) -> dict[str, Any]:
+    async with service.client() as client:
+        return await wait_terminal(client, task_id, timeout=60)
 
 
 async def test_serve_without_database_url_keeps_tasks_in_an_embedded_postgres(
@@ -88,30 +82,30 @@ async def test_serve_without_database_url_keeps_tasks_in_an_embedded_postgres(
     env = service_env(pgdata)
 
     first = await start_service(env)
-    ready = await first.wait_ready(http)
+    ready = await first.wait_ready()
     assert ready["status"] == "ready"
     assert ready["database"] == {"mode": "embedded", "ok": True}
     # No broker answers on AMQP_URL: the service is ready and serves HTTP alone.
     assert ready["amqp"]["state"] in ("connecting", "disconnected")
-    assert first.event(IN_USE)["data_dir"] == str(pgdata)
-    started = first.event("embedded PostgreSQL started")
+    assert first.event(events.EMBEDDED_IN_USE)["data_dir"] == str(pgdata)
+    started = first.event(events.EMBEDDED_STARTED)
     assert started["data_dir"] == str(pgdata)
     assert postgres_processes(pgdata), "the server runs on the data directory"
 
     task = await create_task(http, first, "resize")
-    done = await wait_terminal(http, first, task["id"])
+    done = await finished(first, task["id"])
     assert done["status"] == "completed"
     assert done["attempts"] == 1
 
     assert await first.stop() == 0, first.output
-    assert first.event(WAITING_FOR_BROKER)["level"] == "warning"  # once, not per attempt
-    assert first.event("embedded PostgreSQL stopped")["data_dir"] == str(pgdata)
+    assert first.event(events.WAITING_FOR_BROKER)["level"] == "warning"  # once, not per attempt
+    assert first.event(events.EMBEDDED_STOPPED)["data_dir"] == str(pgdata)
     assert not postgres_processes(pgdata), "the server stopped with its only user"
     assert not (pgdata / "postmaster.pid").exists()
 
     second = await start_service(env)
-    await second.wait_ready(http)
-    assert second.event("embedded PostgreSQL started")["data_dir"] == str(pgdata)
+    await second.wait_ready()
+    assert second.event(events.EMBEDDED_STARTED)["data_dir"] == str(pgdata)
     assert await get_task(http, second, task["id"]) == done
     assert await second.stop() == 0, second.output
     assert not postgres_processes(pgdata)
@@ -123,12 +117,9 @@ async def test_two_instances_on_one_data_dir_share_the_server_and_the_work(
     a, b = await asyncio.gather(
         start_service(service_env(pgdata)), start_service(service_env(pgdata))
     )
-    await asyncio.gather(a.wait_ready(http), b.wait_ready(http))
-    joins = [e for s in (a, b) for e in s.events() if e["event"].startswith("embedded PostgreSQL ")]
-    assert sorted(e["event"] for e in joins) == [
-        "embedded PostgreSQL joined",
-        "embedded PostgreSQL started",
-    ]
+    await asyncio.gather(a.wait_ready(), b.wait_ready())
+    joins = [e for s in (a, b) for name in BRINGS_UP for e in s.events(name)]
+    assert sorted(e["event"] for e in joins) == sorted(BRINGS_UP)
     assert joins[0]["server_pid"] == joins[1]["server_pid"], "one server for both"
     assert len(postgres_processes(pgdata)) >= 1
 
@@ -138,29 +129,29 @@ async def test_two_instances_on_one_data_dir_share_the_server_and_the_work(
     for task in created:
         # Every task is seen completed from both instances, whichever one it was created on.
         for service in (a, b):
-            assert (await wait_terminal(http, service, task["id"]))["status"] == "completed"
+            assert (await finished(service, task["id"]))["status"] == "completed"
     for service in (a, b):
         async with http.get(f"{service.url}/tasks", params={"limit": "100"}) as response:
             listed = {t["id"] for t in (await response.json())["items"]}
         assert listed == {t["id"] for t in created}
 
     assert await a.stop() == 0, a.output
-    assert a.event("embedded PostgreSQL left, in use")
+    assert a.event(events.EMBEDDED_LEFT)
     task = await create_task(http, b, "after a left")
-    assert (await wait_terminal(http, b, task["id"]))["status"] == "completed"
+    assert (await finished(b, task["id"]))["status"] == "completed"
     assert await b.stop() == 0, b.output
-    assert b.event("embedded PostgreSQL stopped")
+    assert b.event(events.EMBEDDED_STOPPED)
     assert not postgres_processes(pgdata)
 
 
 async def test_with_database_url_no_embedded_server_is_started(
     pgdata: pathlib.Path, http: ClientSession, start_service: StartService, db_url: str
 ) -> None:
-    service = await start_service(service_env(pgdata, DATABASE_URL=db_url))
-    ready = await service.wait_ready(http)
+    service = await start_service(service_env(pgdata, database_url=db_url))
+    ready = await service.wait_ready()
     assert ready["database"] == {"mode": "external", "ok": True}
     task = await create_task(http, service, "external")
-    assert (await wait_terminal(http, service, task["id"]))["status"] == "completed"
+    assert (await finished(service, task["id"]))["status"] == "completed"
     assert await service.stop() == 0, service.output
 
     assert not await asyncio.to_thread(pgdata.exists), "no data directory is created"
@@ -193,7 +184,8 @@ async def test_a_failed_embedded_start_stops_serve_with_one_clear_line(
     assert "set DATABASE_URL" in message
     assert "\n" not in message
     assert "Traceback" not in service.output
-    assert all(line.startswith("{") for line in service.lines), "JSON lines only"
+    assert not service.events(RAW), "JSON lines only"
+    assert not service.printed
     assert not postgres_processes(pgdata)
 
 
@@ -202,12 +194,12 @@ async def test_sigterm_while_the_embedded_server_starts_leaves_none_running(
 ) -> None:
     service = await start_service(service_env(pgdata))
     async with asyncio.timeout(60):
-        while not service.events(IN_USE):
-            assert service.proc.returncode is None, service.output
+        while not service.events(events.EMBEDDED_IN_USE):
+            assert service.running, service.output
             await asyncio.sleep(0.01)
     # The first start runs initdb and then starts the server: the signal lands in there. The
     # start is let finish, and the server it started is stopped again.
     assert await service.stop(signal.SIGTERM) == 0, service.output
-    assert service.event("embedded PostgreSQL stopped")["data_dir"] == str(pgdata)
+    assert service.event(events.EMBEDDED_STOPPED)["data_dir"] == str(pgdata)
     assert not postgres_processes(pgdata), service.output
     assert not (pgdata / "postmaster.pid").exists()

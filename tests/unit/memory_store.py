@@ -98,7 +98,7 @@ class MemoryStore:
         at = datetime.now(UTC)
         task = replace(self.tasks[task_id], status=status, updated_at=at, **fields)
         self.tasks[task_id] = task
-        self.events[task_id].append(StatusEvent(status, attempt, at))
+        self.events[task_id].append(StatusEvent(len(self.events[task_id]) + 1, status, attempt, at))
         return task
 
     # -- PipelineStore ---------------------------------------------------------------
@@ -130,7 +130,7 @@ class MemoryStore:
                 finished_at=None,
             )
             self.tasks[task.id] = task
-            self.events[task.id].append(StatusEvent(Status.NEW, 0, at))
+            self.events[task.id].append(StatusEvent(1, Status.NEW, 0, at))
             if key is not None:
                 self._keys[key] = task.id
                 self._fingerprints[task.id] = new.fingerprint()

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from taskflow.db import store
-from taskflow.db.queries import parse_queries, queries, schema_sql
+from taskflow.db import connector, migrate, store
+from taskflow.db.migrate import migrations
+from taskflow.db.queries import parse_queries, queries
 
 
 def test_sections_are_split_by_name() -> None:
@@ -51,18 +52,16 @@ def test_every_query_is_named_once_non_empty_and_without_a_trailing_semicolon() 
         assert not sql.rstrip().endswith(";"), name
 
 
-def test_every_query_is_used_by_the_store_and_every_used_query_exists() -> None:
-    source = inspect.getsource(store)
+def test_every_query_is_used_by_the_db_layer_and_every_used_query_exists() -> None:
+    source = "".join(inspect.getsource(m) for m in (store, connector, migrate))
     used = set(re.findall(r'_fetch\(\s*"(\w+)"', source))
-    used |= set(re.findall(r'_q\["(\w+)"\]', source))
+    used |= set(re.findall(r'(?:q|queries)\["(\w+)"\]', source))
     assert used == set(queries())
 
 
-def test_the_schema_is_loaded_and_idempotent_in_form() -> None:
-    sql = schema_sql()
-    assert "CREATE TABLE IF NOT EXISTS tasks" in sql
-    assert "CREATE TABLE IF NOT EXISTS task_events" in sql
-    creates = re.findall(r"CREATE (?:UNIQUE )?(TABLE|INDEX|TRIGGER|FUNCTION|OR)\b(.*)", sql)
-    for kind, rest in creates:
-        if kind in ("TABLE", "INDEX"):
-            assert rest.lstrip().startswith("IF NOT EXISTS"), rest
+def test_migrations_are_numbered_from_one_without_gaps_and_not_empty() -> None:
+    found = migrations()
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    assert found[0].name == "initial"
+    for migration in found:
+        assert "CREATE" in migration.sql or "ALTER" in migration.sql, migration.name

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aio_pika
 import pytest
 
 from taskflow.app import create_app
 from taskflow.config import Settings
-from tests.conftest import AMQP_URL, AiohttpClient
-from tests.integration.amqp.support import Broker, Client, wait_for_consumer
+from tests.conftest import AiohttpClient
+from tests.integration.amqp.support import Broker, Client, open_broker, wait_for_consumer
 
 MakeClient = Callable[[Settings], Awaitable[Client]]
 
@@ -22,17 +21,8 @@ MakeClient = Callable[[Settings], Awaitable[Client]]
 @pytest.fixture
 async def broker(settings: Settings) -> AsyncIterator[Broker]:
     """A publisher's connection to the test queues, declared up front, deleted after."""
-    connection = await aio_pika.connect(AMQP_URL, timeout=30)
-    try:
-        channel = await connection.channel()
-        handle = Broker(channel, settings.amqp_queue)
-        for name in (handle.queue, handle.dead):
-            await channel.declare_queue(name, durable=True, timeout=30)
+    async with open_broker(settings.amqp_queue, delete_after=True) as handle:
         yield handle
-        for name in (handle.queue, handle.dead):
-            await channel.queue_delete(name, if_unused=False, if_empty=False, timeout=30)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -10,7 +12,9 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
+
+from taskflow_bench.harness import metrics
+from tests.conftest import AMQP_URL
 
 Client = TestClient[web.Request, web.Application]
 WAIT_S = 60.0
@@ -49,6 +53,24 @@ class Broker:
         queue = await self.channel.declare_queue(name or self.queue, passive=True)
         assert queue.declaration_result.message_count is not None
         return queue.declaration_result.message_count
+
+
+@asynccontextmanager
+async def open_broker(queue: str, delete_after: bool) -> AsyncIterator[Broker]:
+    """A publisher's connection straight to RabbitMQ, with `queue` and its dead-letter
+    queue declared up front (and deleted afterwards if `delete_after`)."""
+    connection = await aio_pika.connect(AMQP_URL, timeout=30)
+    try:
+        channel = await connection.channel()
+        handle = Broker(channel, queue)
+        for name in (handle.queue, handle.dead):
+            await channel.declare_queue(name, durable=True, timeout=30)
+        yield handle
+        if delete_after:
+            for name in (handle.queue, handle.dead):
+                await channel.queue_delete(name, if_unused=False, if_empty=False, timeout=30)
+    finally:
+        await connection.close()
 
 
 async def readiness(client: Client) -> dict[str, Any]:
@@ -94,30 +116,6 @@ async def wait_for_tasks(client: Client, count: int) -> list[dict[str, Any]]:
             await asyncio.sleep(0.05)
 
 
-async def wait_terminal(client: Client, task_id: str) -> dict[str, Any]:
-    """Poll a task until it is completed or failed."""
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            task: dict[str, Any] = await (await client.get(f"/tasks/{task_id}")).json()
-            if task["status"] in ("completed", "failed"):
-                return task
-            await asyncio.sleep(0.05)
-
-
-async def metric(client: Client, name: str, **labels: str) -> float:
-    """The value of one sample from GET /metrics (0 when it is absent)."""
-    text = await (await client.get("/metrics")).text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
-
-
 async def wait_for_metric(client: Client, value: float, name: str, **labels: str) -> None:
     """Poll /metrics until the sample reaches `value`."""
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            if await metric(client, name, **labels) >= value:
-                return
-            await asyncio.sleep(0.05)
+    await metrics.wait_for(client, lambda s: metrics.value(s, name, **labels) >= value, WAIT_S)

@@ -2,45 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import orjson
 
+from taskflow_bench.harness.environment import variable
 from tests.conftest import AMQP_URL
 from tests.integration.amqp.support import (
-    WAIT_S,
     Broker,
     Client,
     all_tasks,
     wait_for_metric,
     wait_for_tasks,
 )
+from tests.integration.support import run_taskflow
 
 
 async def taskflow(queue: str, *args: str) -> tuple[int, str, str]:
     """Run `taskflow ARGS` against the test queue; its exit code, stdout and stderr."""
-    env = {**os.environ, "AMQP_URL": AMQP_URL, "TASKFLOW_AMQP_QUEUE": queue}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "taskflow",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await run_taskflow(
+        *args, env={variable("amqp_url"): AMQP_URL, variable("amqp_queue"): queue}
     )
-    try:
-        async with asyncio.timeout(WAIT_S):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_submit_via_amqp_creates_a_task(amqp_client: Client, broker: Broker) -> None:

@@ -7,11 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
+from taskflow_bench.harness.metrics import metric
 from tests.integration.amqp.support import (
     Broker,
     Client,
     all_tasks,
-    metric,
     wait_for_tasks,
 )
 

@@ -9,16 +9,16 @@ from typing import Any
 import asyncpg
 
 from taskflow.config import Settings
+from taskflow_bench.harness.metrics import metric
+from taskflow_bench.harness.tasks import wait_terminal
 from tests.integration.amqp.support import (
     Broker,
     Client,
     all_tasks,
-    metric,
     readiness,
     wait_for_consumer,
     wait_for_metric,
     wait_for_tasks,
-    wait_terminal,
 )
 
 MakeClient = Callable[[Settings], Awaitable[Client]]

@@ -16,13 +16,13 @@ import pytest
 import structlog
 
 from taskflow.config import Settings
+from taskflow_bench.harness.metrics import metric
 from tests.conftest import AMQP_URL
 from tests.integration.amqp.support import (
     WAIT_S,
     Broker,
     Client,
     all_tasks,
-    metric,
     wait_for_consumer,
     wait_for_metric,
     wait_for_tasks,

@@ -20,17 +20,17 @@ from taskflow.amqp.queues import QueueTypeConflict, declare_queue
 from taskflow.app import create_app
 from taskflow.config import Settings
 from taskflow.submit import publish_one
+from taskflow_bench.harness.metrics import metric
 from tests.conftest import AMQP_URL, AiohttpClient
 from tests.integration.amqp.support import (
     Broker,
     Client,
     all_tasks,
-    metric,
     wait_for_consumer,
     wait_for_metric,
     wait_for_tasks,
-    wait_terminal,
 )
+from tests.integration.support import settle
 
 
 @pytest.fixture
@@ -98,7 +98,8 @@ async def test_the_service_declares_quorum_queues_and_turns_messages_into_tasks(
     await broker.publish({"title": "replicated"}, message_id="q-1")
     await broker.publish({"title": "replicated"}, message_id="q-1")
     [task] = await wait_for_tasks(client, 1)
-    done = await wait_terminal(client, task["id"])
+    await settle(client)
+    done = await (await client.get(f"/tasks/{task['id']}")).json()
     assert (done["title"], done["source"], done["status"]) == ("replicated", "amqp", "completed")
     await wait_for_metric(client, 1, "taskflow_amqp_messages_total", outcome="duplicate")
     await client.close()

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from taskflow.bench.baseline import make_app
-from taskflow.bench.load import (
+from taskflow_bench.baseline import make_app
+from taskflow_bench.load import (
     MARKER,
     LoadResult,
     choose_client,

@@ -1,15 +1,15 @@
-"""`taskflow bench` arguments, as the command line parses them."""
+"""`taskflow-bench` arguments, as the command line parses them."""
 
 from __future__ import annotations
 
 import pytest
 
-from taskflow.bench.options import SCENARIOS, BenchOptions, from_args
-from taskflow.cli import _parser
+from taskflow_bench.cli import parser
+from taskflow_bench.options import SCENARIOS, BenchOptions, from_args
 
 
 def _options(*argv: str) -> BenchOptions:
-    return from_args(_parser().parse_args(["bench", *argv]), "amqp://from-settings/")
+    return from_args(parser().parse_args(list(argv)), "amqp://from-settings/")
 
 
 def test_defaults_run_every_scenario_three_times() -> None:
@@ -55,4 +55,4 @@ def test_bad_arguments_are_refused(argv: list[str], capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exc:
         _options(*argv)
     assert exc.value.code == 2
-    assert "taskflow bench" in capsys.readouterr().err
+    assert "taskflow-bench" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import math
 
 import orjson
 
-from taskflow.bench.report import MetricSpec, Outcome, Report, ScenarioResult, Target, render_table
+from taskflow_bench.report import MetricSpec, Outcome, Report, ScenarioResult, Target, render_table
 
 SPECS = (MetricSpec("rate", "creates/s", "1/s"), MetricSpec("p99", "p99", "ms", 1))
 

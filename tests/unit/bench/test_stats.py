@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from taskflow.bench.stats import (
+from taskflow_bench.stats import (
     histogram,
     merge,
     percentile,

@@ -1,0 +1,147 @@
+"""The bench's own PostgreSQL database: created for a run, filled, watched, dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from taskflow.db.migrate import apply_pending
+from taskflow.db.queries import parse_queries
+
+_NAME = re.compile(r"^taskflow_bench_[0-9a-f]{12}$")
+COPY_CHUNK = 10_000
+POLL_S = 0.25  # each look is a count over the tasks table: not too often
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The bench's named queries."""
+    text = resources.files("taskflow_bench").joinpath("queries.sql").read_text("utf-8")
+    return parse_queries(text)
+
+
+def database_url(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `admin_url`."""
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+def new_database_name() -> str:
+    """A fresh, unique name for a bench database."""
+    return f"taskflow_bench_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """How many tasks a time window covers, and its bounds (PostgreSQL's clock)."""
+
+    tasks: int
+    first: datetime | None
+    last: datetime | None
+
+    @property
+    def seconds(self) -> float:
+        """The length of the window, 0 when it is empty."""
+        if self.first is None or self.last is None:
+            return 0.0
+        return (self.last - self.first).total_seconds()
+
+
+class BenchDatabase:
+    """A connection to a database that exists only for one bench run."""
+
+    def __init__(self, conn: asyncpg.Connection, url: str) -> None:
+        self._conn = conn
+        self.url = url
+        self._q = queries()
+
+    @classmethod
+    @asynccontextmanager
+    async def create(cls, admin_url: str, timeout: float = 30.0) -> AsyncIterator[BenchDatabase]:
+        """Create a database with taskflow's schema, yield it, drop it whatever happens."""
+        name = new_database_name()
+        await _admin(admin_url, queries()["create_database"], name, timeout)
+        try:
+            url = database_url(admin_url, name)
+            conn = await asyncpg.connect(url, timeout=timeout, command_timeout=600)
+            try:
+                await apply_pending(conn)
+                yield cls(conn, url)
+            finally:
+                await conn.close(timeout=timeout)
+        finally:
+            await _admin(admin_url, queries()["drop_database"], name, timeout)
+
+    async def insert_waiting(self, count: int) -> None:
+        """Insert `count` new tasks with COPY (the triggers write their history), then ANALYZE.
+
+        ANALYZE gives the planner the statistics autovacuum would have gathered by the
+        time a real backlog of that size is processed.
+        """
+        for start in range(0, count, COPY_CHUNK):
+            ids = [uuid.uuid4() for _ in range(min(COPY_CHUNK, count - start))]
+            async with self._conn.transaction():
+                await self._conn.copy_records_to_table(
+                    "tasks",
+                    records=[(i, f"bench {start + n}", "http") for n, i in enumerate(ids)],
+                    columns=["id", "title", "source"],
+                )
+        await self._conn.execute(self._q["analyze"])
+
+    async def progress(self) -> tuple[int, int]:
+        """(tasks, terminal tasks)."""
+        row = await self._conn.fetchrow(self._q["progress"])
+        assert row is not None
+        return int(row["total"]), int(row["terminal"])
+
+    async def source_count(self, source: str) -> int:
+        """How many tasks came from `source`."""
+        return int(await self._conn.fetchval(self._q["source_count"], source))
+
+    async def wait_terminal(
+        self, expected: int, timeout: float, on_progress: Callable[[int], None]
+    ) -> None:
+        """Poll until `expected` tasks are terminal; `on_progress(terminal)` after each look."""
+        async with asyncio.timeout(timeout):
+            while True:
+                _, terminal = await self.progress()
+                on_progress(terminal)
+                if terminal >= expected:
+                    return
+                await asyncio.sleep(POLL_S)
+
+    async def processing_window(self) -> Window:
+        """First start to last finish of the terminal tasks."""
+        row = await self._conn.fetchrow(self._q["processing_window"])
+        assert row is not None
+        return Window(int(row["tasks"]), row["first_start"], row["last_finish"])
+
+    async def creation_window(self, source: str, low: float, high: float) -> Window:
+        """Creation times of the tasks from `source` at the `low` and `high` quantiles."""
+        row = await self._conn.fetchrow(self._q["creation_window"], source, low, high)
+        assert row is not None
+        return Window(int(row["tasks"]), row["first"], row["last"])
+
+    async def incomplete_histories(self) -> int:
+        """Terminal tasks without exactly their three status changes."""
+        value = await self._conn.fetchval(self._q["incomplete_histories"])
+        return int(value)
+
+
+async def _admin(admin_url: str, template: str, name: str, timeout: float) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"not a bench database name: {name!r}")
+    conn = await asyncpg.connect(admin_url, timeout=timeout)
+    try:
+        await conn.execute(template.format(database=f'"{name}"'), timeout=timeout)
+    finally:
+        await conn.close(timeout=timeout)

@@ -1,0 +1,165 @@
+"""The options of `taskflow-bench`, from the command line to one frozen object."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from taskflow.config import LOG_LEVELS
+
+SCENARIOS = ("http", "amqp", "drain", "capacity", "backlog")
+CLIENTS = ("auto", "aiohttp", "wrk")
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """What to run and how big; see `add_arguments` for each option's meaning."""
+
+    scenarios: tuple[str, ...] = SCENARIOS
+    repetitions: int = 3
+    json: bool = False
+    url: str | None = None
+    database_admin_url: str = DEFAULT_ADMIN_URL
+    amqp_url: str = DEFAULT_AMQP_URL
+    instances: int = 1
+    client: str = "auto"
+    connections: int = 64
+    duration_s: float = 10.0
+    messages: int = 20_000
+    drain_tasks: int = 50_000
+    drain_processors: int = 2_000
+    capacity_processors: int = 2_000
+    capacity_seconds: float = 10.0
+    backlog_small: int = 1_000
+    backlog_large: int = 100_000
+    backlog_seconds: float = 8.0
+    processors: int = 100
+    log_level: str = "warning"
+    progress: bool = True
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario {', '.join(unknown) or '(none)'}; choose from {', '.join(SCENARIOS)}"
+        )
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `taskflow-bench` to `parser`."""
+    d = BenchOptions()
+    parser.add_argument(
+        "scenarios",
+        nargs="?",
+        type=_scenarios,
+        default=d.scenarios,
+        help=f"comma-separated scenarios to run (default: all: {','.join(SCENARIOS)})",
+    )
+    parser.add_argument("-r", "--repetitions", type=_positive_int, default=d.repetitions)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--url", default=None, help="bench a running service instead (http scenario only)"
+    )
+    parser.add_argument(
+        "--database-admin-url",
+        default=d.database_admin_url,
+        help="PostgreSQL where the bench creates (and drops) its database (%(default)s)",
+    )
+    parser.add_argument(
+        "--amqp-url",
+        default=None,
+        help="RabbitMQ for the amqp scenario (default: AMQP_URL of the environment)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=_positive_int,
+        default=d.instances,
+        help="service processes sharing the database (one per core: %(default)s)",
+    )
+    parser.add_argument("--client", choices=CLIENTS, default=d.client, help="HTTP load generator")
+    parser.add_argument("-c", "--connections", type=_positive_int, default=d.connections)
+    parser.add_argument(
+        "-d", "--duration", dest="duration_s", type=_positive_float, default=d.duration_s
+    )
+    parser.add_argument("--messages", type=_positive_int, default=d.messages)
+    parser.add_argument("--drain-tasks", type=_positive_int, default=d.drain_tasks)
+    parser.add_argument(
+        "--drain-processors",
+        type=_positive_int,
+        default=d.drain_processors,
+        help="TASKFLOW_PROCESSORS of each instance in the drain scenario",
+    )
+    parser.add_argument("--capacity-processors", type=_positive_int, default=d.capacity_processors)
+    parser.add_argument(
+        "--capacity-seconds",
+        type=_positive_float,
+        default=d.capacity_seconds,
+        help="ideal duration of the capacity run (tasks = processors x seconds)",
+    )
+    parser.add_argument("--backlog-small", type=_positive_int, default=d.backlog_small)
+    parser.add_argument("--backlog-large", type=_positive_int, default=d.backlog_large)
+    parser.add_argument(
+        "--backlog-seconds",
+        type=_positive_float,
+        default=d.backlog_seconds,
+        help="how long memory is watched with each backlog",
+    )
+    parser.add_argument(
+        "--processors",
+        type=_positive_int,
+        default=d.processors,
+        help="TASKFLOW_PROCESSORS of each instance for http, amqp and backlog",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=d.log_level,
+        help="TASKFLOW_LOG_LEVEL of the service (info logs every status change)",
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
+    """The options parsed by a parser that `add_arguments` set up."""
+    return BenchOptions(
+        scenarios=args.scenarios,
+        repetitions=args.repetitions,
+        json=args.json,
+        url=args.url,
+        database_admin_url=args.database_admin_url,
+        amqp_url=args.amqp_url or default_amqp_url,
+        instances=args.instances,
+        client=args.client,
+        connections=args.connections,
+        duration_s=args.duration_s,
+        messages=args.messages,
+        drain_tasks=args.drain_tasks,
+        drain_processors=args.drain_processors,
+        capacity_processors=args.capacity_processors,
+        capacity_seconds=args.capacity_seconds,
+        backlog_small=args.backlog_small,
+        backlog_large=args.backlog_large,
+        backlog_seconds=args.backlog_seconds,
+        processors=args.processors,
+        log_level=args.log_level,
+        progress=args.progress,
+    )

@@ -1,0 +1,43 @@
+-- Named queries of `taskflow-bench`, loaded once by taskflow_bench.database.
+-- `{database}` is a quoted identifier filled in by the bench (DDL takes no parameters).
+
+-- name: create_database
+CREATE DATABASE {database};
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {database} WITH (FORCE);
+
+-- name: analyze
+ANALYZE tasks, task_events;
+
+-- name: progress
+-- How many tasks exist and how many are terminal.
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE status IN ('completed', 'failed')) AS terminal
+FROM tasks;
+
+-- name: processing_window
+-- The first start and the last finish of the terminal tasks, by PostgreSQL's clock.
+SELECT count(*) AS tasks, min(started_at) AS first_start, max(finished_at) AS last_finish
+FROM tasks WHERE status IN ('completed', 'failed');
+
+-- name: creation_window
+-- When the tasks from source $1 were created, between the $2 and $3 quantiles
+-- (0.1 and 0.9: the steady part of a run, without its start-up and its tail).
+SELECT count(*) AS tasks,
+       percentile_disc($2::float8) WITHIN GROUP (ORDER BY created_at) AS first,
+       percentile_disc($3::float8) WITHIN GROUP (ORDER BY created_at) AS last
+FROM tasks WHERE source = $1;
+
+-- name: incomplete_histories
+-- Terminal tasks whose history is not exactly new → in_progress → completed|failed.
+SELECT count(*) FROM (
+    SELECT t.id
+    FROM tasks t LEFT JOIN task_events e ON e.task_id = t.id
+    WHERE t.status IN ('completed', 'failed')
+    GROUP BY t.id, t.status
+    HAVING array_agg(e.status ORDER BY e.seq) <> ARRAY['new', 'in_progress', t.status]
+) AS bad;
+
+-- name: source_count
+SELECT count(*) FROM tasks WHERE source = $1;

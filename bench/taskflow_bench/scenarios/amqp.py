@@ -1,0 +1,187 @@
+"""amqp: `--messages` task messages waiting in RabbitMQ; how fast do they become tasks?
+
+Baseline: the same number of messages on a scratch queue, consumed by a bare aio-pika
+consumer that acks each message (prefetch `PREFETCH`). taskflow: the messages are
+published (with confirms) while the service is stopped, then it starts and consumes
+them. Both rates count the messages between the 10th and 90th percentile of their
+ack (baseline) or commit (taskflow, `created_at`) times, leaving out start-up and tail.
+A service without an AMQP consumer (its readiness never says `consuming`) is reported
+as "consumer not available", with the baseline still measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Callable
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from taskflow_bench.database import POLL_S
+from taskflow_bench.harness.tasks import get_json
+from taskflow_bench.report import MetricSpec, Outcome, ScenarioResult, Target
+from taskflow_bench.scenarios.context import Context
+from taskflow_bench.service import Deployment, ServiceConfig
+from taskflow_bench.stats import quantile_index, rate, ratio, steady_rate
+
+BASELINE_ONLY = "only the aio-pika baseline was measured"
+PREFETCH = 1000
+PUBLISH_CHUNK = 1000
+CONSUMER_WAIT_S = 10.0
+LOW, HIGH = 0.1, 0.9
+
+METRICS = (
+    MetricSpec("tasks_per_s", "taskflow messages → committed tasks/s", "1/s"),
+    MetricSpec("baseline_per_s", "aio-pika consume-and-ack/s", "1/s"),
+    MetricSpec("ratio", "taskflow / aio-pika", "", 2),
+)
+TARGETS = (Target("ratio", ">=", 1.0),)
+
+
+async def run(ctx: Context) -> ScenarioResult:
+    """Run the amqp scenario `--repetitions` times (or say why it cannot)."""
+    o = ctx.options
+    result = ScenarioResult(
+        "amqp",
+        {"messages": o.messages, "baseline_prefetch": PREFETCH, "instances": o.instances},
+        METRICS,
+        TARGETS,
+    )
+    if o.url:
+        result.outcome, result.note = Outcome.SKIPPED, "needs a service started by the bench"
+        return result
+    connection = await aio_pika.connect_robust(o.amqp_url, timeout=10)
+    async with connection:
+        available = True
+        for rep in range(1, o.repetitions + 1):
+            label = f"amqp {rep}/{o.repetitions}"
+            baseline = await raw_consume_rate(ctx, connection, o.messages, label)
+            tasks = math.nan
+            if available:
+                state, measured = await taskflow_rate(ctx, connection, label)
+                if measured is None:
+                    available = False
+                    result.note = f"consumer not available (amqp state: {state}): {BASELINE_ONLY}"
+                else:
+                    tasks = measured
+            result.runs.append(
+                {"tasks_per_s": tasks, "baseline_per_s": baseline, "ratio": ratio(tasks, baseline)}
+            )
+    return result
+
+
+async def taskflow_rate(
+    ctx: Context, connection: AbstractRobustConnection, label: str
+) -> tuple[str, float | None]:
+    """The consumer's state and its messages/s to committed tasks (None: no consumer)."""
+    count = ctx.options.messages
+    async with ctx.database() as db:
+        config = ctx.service_config(db.url)
+        try:
+            state = await consumer_state(ctx, config)
+            if state != "consuming":
+                return state, None
+            async with connection.channel() as channel:
+                with ctx.progress.bar(f"{label} publishing", count) as bar:
+                    await publish(channel, config.amqp_queue, count, bar.advance)
+            async with ctx.service(config):
+                with ctx.progress.bar(f"{label} consuming", count) as bar:
+                    async with asyncio.timeout(60 + count / 200):
+                        while (done := await db.source_count("amqp")) < count:
+                            bar.set(done)
+                            await asyncio.sleep(POLL_S)
+            window = await db.creation_window("amqp", LOW, HIGH)
+        finally:
+            await _delete_queues(connection, config.amqp_queue)
+    counted = quantile_index(window.tasks, HIGH) - quantile_index(window.tasks, LOW)
+    return state, rate(counted, window.seconds)
+
+
+async def consumer_state(ctx: Context, config: ServiceConfig) -> str:
+    """Start the service once (its consumer declares the queue) and report its AMQP state."""
+    state = "unknown"
+    async with ctx.service(config) as service:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONSUMER_WAIT_S
+        while loop.time() < deadline:
+            state = await _amqp_state(service)
+            if state == "consuming":
+                break
+            await asyncio.sleep(0.2)
+    return state
+
+
+async def _amqp_state(service: Deployment) -> str:
+    states = set()
+    for instance in service.instances:
+        async with instance.client() as http:
+            body = await get_json(http, "/health/ready")
+        states.add(str(body.get("amqp", {}).get("state", "unknown")))
+    return states.pop() if len(states) == 1 else ",".join(sorted(states))
+
+
+def message(n: int) -> aio_pika.Message:
+    """Task message number `n`: the same JSON body as `POST /tasks`."""
+    return aio_pika.Message(
+        orjson.dumps({"title": f"bench {n}", "payload": {"n": n}}),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+async def publish(
+    channel: AbstractChannel, queue: str, count: int, advance: Callable[[int], object]
+) -> None:
+    """Publish `count` messages to `queue`, waiting for every confirm (in chunks)."""
+    exchange = channel.default_exchange
+    for start in range(0, count, PUBLISH_CHUNK):
+        chunk = range(start, min(count, start + PUBLISH_CHUNK))
+        await asyncio.gather(
+            *(exchange.publish(message(n), routing_key=queue, mandatory=True) for n in chunk)
+        )
+        advance(len(chunk))
+
+
+async def raw_consume_rate(
+    ctx: Context, connection: AbstractRobustConnection, count: int, label: str
+) -> float:
+    """Messages/s of a bare aio-pika consumer acking each message, on a scratch queue."""
+    name = f"taskflow-bench-raw-{uuid.uuid4().hex[:12]}"
+    loop = asyncio.get_running_loop()
+    acked: list[float] = []
+    done = asyncio.Event()
+
+    async def on_message(incoming: AbstractIncomingMessage) -> None:
+        await incoming.ack()
+        acked.append(loop.time())
+        if len(acked) >= count:
+            done.set()
+
+    async with connection.channel() as channel:
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.declare_queue(name, durable=True)
+        try:
+            with ctx.progress.bar(f"{label} baseline publishing", count) as bar:
+                await publish(channel, name, count, bar.advance)
+            with ctx.progress.bar(f"{label} baseline consuming", count) as bar:
+                tag = await queue.consume(on_message)
+                async with asyncio.timeout(60 + count / 200):
+                    while not done.is_set():
+                        bar.set(len(acked))
+                        try:
+                            await asyncio.wait_for(done.wait(), 0.2)
+                        except TimeoutError:
+                            continue
+                await queue.cancel(tag)
+        finally:
+            await queue.delete(if_unused=False, if_empty=False)
+    return steady_rate(acked, LOW, HIGH)
+
+
+async def _delete_queues(connection: AbstractRobustConnection, queue: str) -> None:
+    async with connection.channel() as channel:
+        for name in (queue, f"{queue}.dead"):
+            await channel.queue_delete(name)

@@ -1,0 +1,75 @@
+"""drain: `--drain-tasks` tasks wait in PostgreSQL, work 0 s; how fast do they all finish?
+
+The tasks (and their `new` history rows) are copied in before the service starts. The
+rate is the number of tasks over the time from the first start to the last finish, by
+PostgreSQL's clock, and every task must have exactly its three committed status changes.
+"""
+
+from __future__ import annotations
+
+from taskflow_bench.database import BenchDatabase
+from taskflow_bench.report import MetricSpec, ScenarioResult, Target
+from taskflow_bench.scenarios.context import Context, mib
+from taskflow_bench.service import ServiceConfig
+from taskflow_bench.stats import rate
+
+METRICS = (
+    MetricSpec("tasks_per_s", "tasks/s, first start to last finish", "1/s"),
+    MetricSpec("bad_histories", "tasks without their 3 status changes", ""),
+    MetricSpec("peak_rss_mib", "peak RSS per instance", "MiB"),
+)
+TARGETS = (Target("tasks_per_s", ">=", 10_000), Target("bad_histories", "<=", 0))
+PGQUEUER_BEST = 6_800
+
+
+async def run(ctx: Context) -> ScenarioResult:
+    """Run the drain scenario `--repetitions` times."""
+    o = ctx.options
+    result = ScenarioResult(
+        "drain",
+        {"tasks": o.drain_tasks, "processors": o.drain_processors, "instances": o.instances},
+        METRICS,
+        TARGETS,
+        note=f"issue's reference: pgqueuer drains about {PGQUEUER_BEST:,} no-op jobs/s here",
+    )
+    for rep in range(1, o.repetitions + 1):
+        async with ctx.database() as db:
+            result.runs.append(
+                await process_waiting(
+                    ctx,
+                    db,
+                    ctx.service_config(db.url, processors=o.drain_processors),
+                    o.drain_tasks,
+                    f"drain {rep}/{o.repetitions}",
+                )
+            )
+    return result
+
+
+async def process_waiting(
+    ctx: Context, db: BenchDatabase, config: ServiceConfig, tasks: int, label: str
+) -> dict[str, float]:
+    """Copy `tasks` waiting tasks in, start the service, wait until all are terminal."""
+    with ctx.progress.bar(f"{label} inserting", tasks) as bar:
+        await db.insert_waiting(tasks)
+        bar.advance(tasks)
+    async with ctx.service(config) as service:
+        with ctx.progress.bar(f"{label} processing", tasks) as bar:
+
+            def show(done: int) -> None:
+                bar.set(done)
+
+            await db.wait_terminal(tasks, timeout_for(tasks, config), show)
+        peak = service.peak_rss_kib()
+    window = await db.processing_window()
+    return {
+        "tasks_per_s": rate(window.tasks, window.seconds),
+        "bad_histories": float(await db.incomplete_histories()),
+        "peak_rss_mib": mib(peak),
+    }
+
+
+def timeout_for(tasks: int, config: ServiceConfig) -> float:
+    """A generous bound for processing `tasks`: 200 tasks/s, plus the work time, plus 60 s."""
+    work = tasks / config.processors * config.work_s
+    return 60.0 + tasks / 200 + work * 3
