@@ -44,7 +44,7 @@ def retention_loops(
 ) -> dict[str, Coroutine[Any, Any, None]]:
     """The pruner's loop by name, for the pipeline to run and supervise (none for `0`)."""
     if retention_s <= 0:
-        log.info("retention disabled: terminal tasks are kept", retention_s=0)
+        log.info("retention.disabled", retention_s=0)
         return {}
     return {"retention": Pruner(store, metrics, retention_s).run()}
 
@@ -77,12 +77,12 @@ class Pruner:
 
     async def run(self) -> None:
         """Prune every `interval_s` until cancelled; a failed run is logged and retried."""
-        log.info("retention pruner started", retention_s=self._retention_s, every_s=self.interval_s)
+        log.info("retention.started", retention_s=self._retention_s, every_s=self.interval_s)
         while True:
             try:
                 await self.prune_once()
             except TaskflowError as exc:
-                log.warning("retention run failed", error=str(exc))
+                log.warning("retention.failed", error=str(exc))
             await asyncio.sleep(self.interval_s)
 
     async def prune_once(self) -> int | None:
@@ -94,7 +94,7 @@ class Pruner:
             count = await self._store.prune_finished(self._retention_s, self._batch_size)
             if count is None:  # another instance is pruning: it will finish the job
                 if batches == 0:
-                    log.debug("retention run skipped: another instance is pruning")
+                    log.debug("retention.skipped")
                     return None
                 break
             batches += 1
@@ -108,7 +108,7 @@ class Pruner:
         # retention does not log every minute.
         emit = log.info if deleted else log.debug
         emit(
-            "tasks pruned",
+            "retention.pruned",
             count=deleted,
             batches=batches,
             retention_s=self._retention_s,

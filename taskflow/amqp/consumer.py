@@ -146,7 +146,7 @@ class Consumer:
                 # Retrying cannot help: stop consuming for good and say why, once.
                 self._set(ConsumerPhase.STOPPED, exc.message)
                 log.error(
-                    "AMQP queue type conflict; RabbitMQ intake disabled",
+                    "amqp.queue_type_conflict",
                     error=exc.message,
                     **exc.details,
                 )

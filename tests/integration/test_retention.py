@@ -154,7 +154,7 @@ async def test_a_retention_of_zero_keeps_everything(
     await asyncio.sleep(3)
     assert all([await status_of(client, i) == "completed" for i in ids])
     assert await metric(client, "taskflow_pruned_tasks_total") == 0
-    assert [e for e in logs if e["event"] == "retention disabled: terminal tasks are kept"]
+    assert [e for e in logs if e["event"] == "retention.disabled"]
 
 
 PRUNE_LOCK = 7204563210  # taskflow/db/queries.sql, prune_lock

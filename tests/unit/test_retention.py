@@ -49,7 +49,7 @@ async def test_a_run_deletes_in_batches_until_one_is_not_full() -> None:
         assert await pruner.prune_once() == 2500
     assert store.calls == [(3600, 1000)] * 3
     assert pruned(metrics) == 2500
-    [line] = [e for e in logs if e["event"] == "tasks pruned"]
+    [line] = [e for e in logs if e["event"] == "retention.pruned"]
     assert (line["count"], line["batches"], line["log_level"]) == (2500, 3, "info")
 
 
@@ -57,7 +57,7 @@ async def test_a_run_with_nothing_to_delete_logs_quietly() -> None:
     store, metrics = FakeStore(0), Metrics()
     with structlog.testing.capture_logs() as logs:
         assert await Pruner(store, metrics, 60).prune_once() == 0
-    [line] = [e for e in logs if e["event"] == "tasks pruned"]
+    [line] = [e for e in logs if e["event"] == "retention.pruned"]
     assert (line["count"], line["log_level"]) == (0, "debug")
     assert pruned(metrics) == 0
 
@@ -80,7 +80,7 @@ async def test_a_failed_run_is_logged_and_the_next_one_goes_on() -> None:
             await store.emptied.wait()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["retention run failed"]
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["retention.failed"]
     assert pruned(metrics) == 5
 
 
