@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from aiohttp import web
+
 from taskflow.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -202,3 +204,6 @@ class _Reader:
                 f"got {mask_url(raw)!r}"
             )
         return raw
+
+
+SETTINGS = web.AppKey("settings", Settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aiohttp import web
 from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
@@ -170,3 +171,12 @@ class Metrics:
         """Expose the depth and bound of an in-process queue, read at scrape time."""
         self.queue_depth.labels(name).set_function(depth)
         self.queue_capacity.labels(name).set(capacity)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def setup(app: web.Application) -> Metrics:
+    """Give `app` its own `Metrics` (under `METRICS`); routes and components read it there."""
+    metrics = app[METRICS] = Metrics()
+    return metrics

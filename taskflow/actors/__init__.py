@@ -1,5 +1,6 @@
 """The in-process pipeline: intake → dispatcher → processors, with a status writer.
 
-Each actor owns one bounded `asyncio.Queue`, one run loop and a way to stop; the
-`Pipeline` starts them as named tasks and stops everything if one dies.
+Each actor owns one bounded inbox, its loops, and the shared lifecycle of
+`taskflow.lifecycle` (start; stop taking work; finish or hand back within a deadline);
+the `Pipeline` starts them as supervised named tasks and stops everything if one dies.
 """

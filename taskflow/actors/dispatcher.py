@@ -11,39 +11,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Iterable, Sequence
 
 import structlog
 
+from taskflow.actors.attempts import Attempts
 from taskflow.actors.ports import PipelineStore
+from taskflow.backoff import Backoff
 from taskflow.errors import StoreUnavailable, TaskflowError
+from taskflow.lifecycle import Actor, Grace, LoopSpec
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Task
 
 log = structlog.get_logger(__name__)
 
 
-class Dispatcher:
-    """Feeds `outbox` (the processors' inbox) with claimed tasks, up to `slots` at a time.
+class Dispatcher(Actor):
+    """Feeds `outbox` (the processors' inbox) with claims, one per free slot of `attempts`.
 
-    `running()` names the tasks whose attempts this instance still runs; they are never
-    claimed again here, even when their lease ran out meanwhile.
+    Every claim is registered in `attempts` (held from then on), and a task held there
+    is never claimed again here, even when its lease ran out meanwhile.
+
+    Stopping: `stop_taking_work()` claims nothing more, waits (at most `grace.flush_s`)
+    for a claim already sent to PostgreSQL — once committed it holds a lease, which would
+    otherwise only be picked up when it ran out — and takes back the claims no processor
+    has started. They stay held in `attempts`, for the lease keeper to hand back.
     """
 
     def __init__(
         self,
         store: PipelineStore,
         metrics: Metrics,
+        attempts: Attempts,
         *,
         owner: str,
         lease_s: float,
         slots: int,
-        running: Callable[[], Collection[uuid.UUID]] = frozenset,
         poll_s: float = 1.0,
         batch_max: int = 1000,
     ) -> None:
+        super().__init__()
         self._store = store
-        self._running = running
+        self._attempts = attempts
         self._metrics = metrics
         self._owner = owner
         self._lease_s = lease_s
@@ -51,13 +60,17 @@ class Dispatcher:
         self._batch_max = batch_max
         self.outbox: asyncio.Queue[Claim] = asyncio.Queue(slots)
         self._handoff: asyncio.Queue[uuid.UUID] = asyncio.Queue(slots)
-        self._free = slots
-        self._slot_freed = asyncio.Event()
         self._wake = asyncio.Event()
-        self._parked = asyncio.Event()
-        self.claiming = True
+        self._claiming = True
+        self._between_calls = asyncio.Event()  # clear while a claim is with PostgreSQL
+        self._between_calls.set()
         metrics.track_queue("dispatch", self._handoff.qsize, slots)
         metrics.track_queue("processors", self.outbox.qsize, slots)
+
+    @property
+    def claiming(self) -> bool:
+        """False once `stop_taking_work()` was called."""
+        return self._claiming
 
     def offer(self, tasks: Sequence[Task]) -> None:
         """Take tasks this instance just created; those that do not fit are claimed later."""
@@ -72,48 +85,50 @@ class Dispatcher:
         """Look for work now (a task was created somewhere)."""
         self._wake.set()
 
-    def slot_freed(self) -> None:
-        """A processor finished an attempt and can take another."""
-        self._free += 1
-        self._slot_freed.set()
+    def loops(self) -> Iterable[LoopSpec]:
+        """One loop, claiming until cancelled."""
+        return [("dispatcher", self.run())]
 
     async def run(self) -> None:
         """Claim and hand over until cancelled; store errors back off and retry."""
         loop = asyncio.get_running_loop()
         last_poll = -float("inf")
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
-            while self._free == 0 or not self.claiming:
-                if not self.claiming:
-                    self._parked.set()
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-            want = min(self._free, self._batch_max)
+            free = await self._attempts.wait_free()
+            if not self._claiming:
+                await loop.create_future()  # parked until finish() cancels this loop
+            want = min(free, self._batch_max)
             ids = [self._handoff.get_nowait() for _ in range(min(want, self._handoff.qsize()))]
             claims: list[Claim] = []
             room, polled = want, False
             failure: TaskflowError | None = None
+            self._between_calls.clear()
             try:
                 if ids:
                     claims += await self._claim_new(ids)
                 room = want - len(claims)
-                if room > 0 and (not ids or loop.time() - last_poll >= self._poll_s):
+                polling = not ids or loop.time() - last_poll >= self._poll_s
+                if room > 0 and polling and self._claiming:
                     self._wake.clear()
                     claims += await self._claim(room)
                     last_poll, polled = loop.time(), True
             except TaskflowError as exc:
                 failure = exc
-            # Whatever was claimed before a failure holds a lease: hand it over too.
+            finally:
+                self._between_calls.set()
+            # Whatever was claimed before a failure holds a lease: register it too. Once
+            # stopping, it is not handed to a processor (no attempt starts after that).
             for claim in claims:
-                self._free -= 1
-                self.outbox.put_nowait(claim)
+                self._attempts.claimed(claim)
+                if self._claiming:
+                    self.outbox.put_nowait(claim)
             if failure is not None:
                 self._metrics.db_up.set(0 if isinstance(failure, StoreUnavailable) else 1)
-                log.warning("claim failed, retrying", error=str(failure), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                log.warning("claim failed, retrying", error=str(failure), retry_in_s=backoff.delay)
+                await backoff.sleep()
                 continue
-            delay = 0.1
+            backoff.reset()
             if polled and len(claims) < room and self._handoff.empty():
                 # Nothing left anywhere: sleep until a create, a NOTIFY or the next poll.
                 # (Not wait_for: on Python 3.11 it swallows a cancel that coincides with
@@ -130,7 +145,7 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> list[Claim]:
         started = asyncio.get_running_loop().time()
-        rows = await self._store.claim(self._owner, self._lease_s, limit, self._running())
+        rows = await self._store.claim(self._owner, self._lease_s, limit, self._attempts.held())
         self._observe("claim", len(rows), started)
         for claim, recovered in rows:
             if recovered:
@@ -152,29 +167,26 @@ class Dispatcher:
                 asyncio.get_running_loop().time() - started
             )
 
-    async def stop(self, timeout: float) -> list[Claim]:
-        """Stop claiming and take back the claims no processor has started.
-
-        A claim already sent to PostgreSQL is waited for (at most `timeout`): once
-        committed it holds a lease, and if it were abandoned here it would only be
-        picked up again when that lease ran out.
-        """
-        self.claiming = False
-        self._slot_freed.set()
+    async def stop_taking_work(self, grace: Grace) -> None:
+        """Claim nothing more; wait for a claim in flight; take back unstarted claims."""
+        self._claiming = False
         self._wake.set()
         try:
-            async with asyncio.timeout(timeout):
-                await self._parked.wait()
+            async with asyncio.timeout(grace.flush_s):
+                await self._between_calls.wait()
         except TimeoutError:
             log.warning(
                 "dispatcher did not stop claiming in time; a claim in flight is left to its lease"
             )
-        return self.drain_unstarted()
+        self._take_back()
 
-    def drain_unstarted(self) -> list[Claim]:
-        """Stop claiming and take back the claims no processor has started."""
-        self.claiming = False
-        taken: list[Claim] = []
+    async def finish(self, grace: Grace) -> None:
+        """Stop the loop (a claim still in flight is left to its lease); take back the rest."""
+        self._claiming = False
+        await self.cancel_loops()
+        self._take_back()
+
+    def _take_back(self) -> None:
+        """Empty the outbox: those claims stay held, unstarted, to be handed back."""
         while not self.outbox.empty():
-            taken.append(self.outbox.get_nowait())
-        return taken
+            self.outbox.get_nowait()

@@ -1,19 +1,20 @@
 """The intake actor: many concurrent creates become one INSERT (group commit).
 
-Callers `submit()` a `NewTask` and wait for its commit. While one batch is being written
-the next one gathers in the bounded inbox, so the batch size follows the load without a
-timer. A full inbox answers `Overloaded` at once; it never grows.
+Callers `submit()` a `NewTask` and wait for its commit. Creates gather in a bounded
+`Batcher` while the previous batch is written. A full inbox answers `Overloaded` at
+once; it never grows.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
 
+from taskflow.actors.batching import Batcher
 from taskflow.actors.ports import PipelineStore
 from taskflow.errors import (
     IdempotencyConflict,
@@ -22,6 +23,7 @@ from taskflow.errors import (
     StoreUnavailable,
     TaskflowError,
 )
+from taskflow.lifecycle import Actor, Grace, LoopSpec
 from taskflow.metrics import Metrics
 from taskflow.models import NewTask, Task
 
@@ -39,8 +41,12 @@ class Accepted:
 _Request = tuple[NewTask, "asyncio.Future[Accepted]"]
 
 
-class Intake:
-    """Batches new tasks into PostgreSQL and hands the created ones to `on_created`."""
+class Intake(Actor):
+    """Batches new tasks into PostgreSQL and hands the created ones to `on_created`.
+
+    Stopping: `stop_taking_work()` refuses creates (`Overloaded`); `finish()` waits for
+    the queued ones to be written (at most `grace.flush_s`).
+    """
 
     def __init__(
         self,
@@ -52,11 +58,11 @@ class Intake:
         batch_max: int = 1000,
         submit_timeout: float = 10.0,
     ) -> None:
+        super().__init__()
         self._store = store
         self._metrics = metrics
-        self._inbox: asyncio.Queue[_Request] = asyncio.Queue(queue_size)
+        self._inbox: Batcher[_Request] = Batcher(queue_size, batch_max)
         self._on_created = on_created
-        self._batch_max = batch_max
         self._submit_timeout = submit_timeout
         self.accepting = True
         metrics.track_queue("intake", self._inbox.qsize, queue_size)
@@ -81,17 +87,13 @@ class Intake:
             future.cancel()
             raise Overloaded("the task was not committed in time; retry later") from None
 
+    def loops(self) -> Iterable[LoopSpec]:
+        """One loop, writing batches until cancelled."""
+        return [("intake", self.run())]
+
     async def run(self) -> None:
         """Write batches until cancelled."""
-        while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < self._batch_max and not self._inbox.empty():
-                batch.append(self._inbox.get_nowait())
-            try:
-                await self._flush(batch)
-            finally:
-                for _ in batch:
-                    self._inbox.task_done()
+        await self._inbox.run(self._flush)
 
     async def _flush(self, batch: list[_Request]) -> None:
         live = [(new, fut) for new, fut in batch if not fut.done()]
@@ -152,16 +154,17 @@ class Intake:
         create gets its 503 within one timeout, however many wait. The next create
         tries PostgreSQL again.
         """
-        while not self._inbox.empty():
-            _, fut = self._inbox.get_nowait()
+        for _, fut in self._inbox.take_waiting():
             if not fut.done():
                 fut.set_exception(exc)
-            self._inbox.task_done()
 
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting and wait (at most `timeout`) for queued creates to be written."""
+    async def stop_taking_work(self, grace: Grace) -> None:
+        """Refuse creates from now on (`Overloaded`, counted as `stopping`)."""
         self.accepting = False
-        try:
-            await asyncio.wait_for(self._inbox.join(), timeout)
-        except TimeoutError:
+
+    async def finish(self, grace: Grace) -> None:
+        """Wait (at most `grace.flush_s`) for queued creates to be written, then stop."""
+        self.accepting = False
+        if not await self._inbox.join(grace.flush_s):
             log.warning("intake did not drain in time", waiting=self._inbox.qsize())
+        await self.cancel_loops()

@@ -4,9 +4,13 @@ An attempt is already `in_progress` in PostgreSQL when a processor gets it (the 
 wrote that). The processor waits a random time, picks the outcome, and waits for the
 status writer to commit it. Each step is logged with the task id, attempt and source.
 
-At shutdown, `abandon()` ends the work of every attempt still working (the pipeline hands
-them back); an attempt whose outcome is already with the status writer is not cut short,
-so every outcome that gets committed is also logged.
+Each attempt is recorded in the shared `Attempts`: started, its slot freed once the
+outcome is handed over, ended once the outcome is committed (or fenced off, or refused).
+
+At shutdown, `finish()` lets the attempts work until the grace ends, then abandons those
+still working (they stay held in `Attempts`, and the lease keeper hands them back); an
+attempt whose outcome is already with the status writer is not cut short, so every
+outcome that gets committed is also logged.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import structlog
 
+from taskflow.actors.attempts import Attempts
 from taskflow.actors.status_writer import StatusWriter
 from taskflow.errors import TaskflowError
+from taskflow.lifecycle import Actor, Grace, LoopSpec
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Outcome, Status
 
@@ -28,7 +33,7 @@ log = structlog.get_logger(__name__)
 
 
 class _Slot:
-    """Tells the dispatcher once, and only once, that a processor can take another claim."""
+    """Frees a processor's slot once, and only once, per attempt."""
 
     __slots__ = ("_on_free",)
 
@@ -41,13 +46,13 @@ class _Slot:
             on_free()
 
 
-class ProcessorPool:
+class ProcessorPool(Actor):
     """`size` processors sharing one bounded inbox of claims.
 
-    `on_done` is called once per attempt, as soon as its processor can take another
-    claim: when the outcome is handed to the status writer (or the attempt ended some
-    other way). The attempt stays in `in_flight`, and the pool not idle, until the
-    outcome is committed.
+    A processor frees its slot in `attempts` once per attempt, as soon as it can take
+    another claim: when the outcome is handed to the status writer (or the attempt ended
+    some other way). The attempt stays held, and the pool not idle, until the outcome is
+    committed.
     """
 
     def __init__(
@@ -55,37 +60,38 @@ class ProcessorPool:
         inbox: asyncio.Queue[Claim],
         writer: StatusWriter,
         metrics: Metrics,
+        attempts: Attempts,
         *,
         size: int,
         work_min_s: float,
         work_max_s: float,
         failure_rate: float,
-        on_done: Callable[[], None],
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         self._inbox = inbox
         self._writer = writer
         self._metrics = metrics
         self.size = size
         self._work = (work_min_s, work_max_s)
         self._failure_rate = failure_rate
-        self._on_done = on_done
+        self._attempts = attempts
         self._rng = rng or random.Random()
         # The histogram child per outcome, looked up once (`labels()` is not free).
         self._durations = {
             status: metrics.processing_seconds.labels(status.value)
             for status in (Status.COMPLETED, Status.FAILED)
         }
-        # The latest attempt of each task running here: what the lease keeper renews.
-        # The dispatcher never claims a task listed here again, but should two attempts
-        # of a task meet anyway, the older one must not evict the newer one's entry.
-        self.in_flight: dict[uuid.UUID, Claim] = {}
-        self.abandoned: list[Claim] = []
+        self.all_finished: bool | None = None  # set by finish(): no attempt was abandoned
         self._abandon = asyncio.Event()
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
         metrics.processors_busy.set_function(lambda: self._busy)
+
+    def loops(self) -> Iterable[LoopSpec]:
+        """One loop per processor."""
+        return [(f"processor-{i}", self.run(i)) for i in range(self.size)]
 
     async def run(self, index: int) -> None:
         """The loop of processor number `index`: one attempt after another, until cancelled."""
@@ -94,21 +100,21 @@ class ProcessorPool:
         structlog.contextvars.bind_contextvars(actor=f"processor-{index}")
         while True:
             claim = await self._inbox.get()
-            self.in_flight[claim.task_id] = claim
+            self._attempts.started(claim)
             self._busy += 1
             self._idle.clear()
-            slot = _Slot(self._on_done)
+            slot = _Slot(self._attempts.free_slot)
             try:
-                await self._attempt(claim, slot)
+                if await self._attempt(claim, slot):
+                    self._attempts.ended(claim)
             finally:
                 self._busy -= 1
-                if self.in_flight.get(claim.task_id) is claim:
-                    del self.in_flight[claim.task_id]
                 if self._busy == 0:
                     self._idle.set()
                 slot.free()
 
-    async def _attempt(self, claim: Claim, slot: _Slot) -> None:
+    async def _attempt(self, claim: Claim, slot: _Slot) -> bool:
+        """Run one attempt; True when it is over, False when abandoned (still held)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         # bind + reset rather than bound_contextvars(): the same context for every log
@@ -126,9 +132,8 @@ class ProcessorPool:
                     async with asyncio.timeout(work_s):
                         await self._abandon.wait()
             if self._abandon.is_set():
-                self.abandoned.append(claim)
                 log.info("attempt abandoned at shutdown, to be handed back")
-                return
+                return False
             if self._rng.random() < self._failure_rate:
                 outcome = Outcome(claim, Status.FAILED, error="emulated processing failure")
             else:
@@ -143,7 +148,7 @@ class ProcessorPool:
                 # PostgreSQL refused the batch for good. The lease is no longer renewed,
                 # so the task gets a new attempt; this processor carries on.
                 log.error("outcome not written; the task will be attempted again", error=str(exc))
-                return
+                return True
             if written:
                 duration = loop.time() - started
                 self._durations[outcome.status].observe(duration)
@@ -155,16 +160,21 @@ class ProcessorPool:
                     "outcome fenced off: another attempt holds the task",
                     status=outcome.status.value,
                 )
+            return True
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
-    def abandon(self) -> None:
-        """End the work of every attempt still working, now and from now on.
+    async def finish(self, grace: Grace) -> None:
+        """Let attempts work until `grace.ends`, abandon the rest, wait for the commits.
 
-        Their claims go to `abandoned`, with no outcome; attempts waiting for their
-        outcome's commit carry on.
+        Abandoned attempts end with no outcome and stay held; attempts waiting for their
+        outcome's commit get `grace.flush_s` more, and are cut off (still held) after it.
         """
+        self.all_finished = await self.wait_idle(grace.left())
         self._abandon.set()
+        if not await self.wait_idle(grace.flush_s):
+            log.warning("outcomes not committed in time; their attempts are handed back")
+        await self.cancel_loops()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait (at most `timeout`) until no attempt is running; True when idle."""

@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 
 import structlog
 
+from taskflow.actors.batching import Batcher
 from taskflow.actors.ports import PipelineStore
+from taskflow.backoff import Backoff
 from taskflow.errors import StoreUnavailable, TaskflowError
+from taskflow.lifecycle import Actor, Grace, LoopSpec
 from taskflow.metrics import Metrics
 from taskflow.models import Outcome
 
@@ -23,8 +27,12 @@ log = structlog.get_logger(__name__)
 _Request = tuple[Outcome, "asyncio.Future[bool]"]
 
 
-class StatusWriter:
-    """Commits outcomes in batches; `write()` tells whether the attempt still held its lease."""
+class StatusWriter(Actor):
+    """Commits outcomes in batches; `write()` tells whether the attempt still held its lease.
+
+    Stopping: it takes outcomes until `finish()`, which waits (at most `grace.flush_s`)
+    until every handed-over outcome is written.
+    """
 
     def __init__(
         self,
@@ -37,11 +45,11 @@ class StatusWriter:
         max_backoff: float = 5.0,
         max_errors: int = 5,
     ) -> None:
+        super().__init__()
         self._store = store
         self._metrics = metrics
         self._owner = owner
-        self._inbox: asyncio.Queue[_Request] = asyncio.Queue(capacity)
-        self._batch_max = batch_max
+        self._inbox: Batcher[_Request] = Batcher(capacity, batch_max)
         self._max_backoff = max_backoff
         self._max_errors = max_errors
         metrics.track_queue("status_writer", self._inbox.qsize, capacity)
@@ -52,20 +60,16 @@ class StatusWriter:
         await self._inbox.put((outcome, future))
         return await future
 
+    def loops(self) -> Iterable[LoopSpec]:
+        """One loop, writing batches until cancelled."""
+        return [("status-writer", self.run())]
+
     async def run(self) -> None:
         """Write batches until cancelled."""
-        while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < self._batch_max and not self._inbox.empty():
-                batch.append(self._inbox.get_nowait())
-            try:
-                await self._write_with_retry(batch)
-            finally:
-                for _ in batch:
-                    self._inbox.task_done()
+        await self._inbox.run(self._write_with_retry)
 
     async def _write_with_retry(self, batch: list[_Request]) -> None:
-        delay = 0.05
+        backoff = Backoff(0.05, self._max_backoff)
         errors = 0
         loop = asyncio.get_running_loop()
         while True:
@@ -88,10 +92,9 @@ class StatusWriter:
                     "status batch failed, retrying",
                     size=len(live),
                     error=str(exc),
-                    retry_in_s=round(delay, 3),
+                    retry_in_s=round(backoff.delay, 3),
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff)
+                await backoff.sleep()
                 continue
             self._metrics.db_up.set(1)
             self._metrics.db_batch_size.labels("finish").observe(len(live))
@@ -114,9 +117,8 @@ class StatusWriter:
         if fenced:
             self._metrics.fenced_writes.inc(fenced)
 
-    async def drain(self, timeout: float) -> None:
-        """Wait (at most `timeout`) until every handed-over outcome is written."""
-        try:
-            await asyncio.wait_for(self._inbox.join(), timeout)
-        except TimeoutError:
+    async def finish(self, grace: Grace) -> None:
+        """Wait (at most `grace.flush_s`) until every handed-over outcome is written; stop."""
+        if not await self._inbox.join(grace.flush_s):
             log.warning("status writer did not drain in time", waiting=self._inbox.qsize())
+        await self.cancel_loops()

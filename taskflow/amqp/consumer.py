@@ -32,6 +32,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
 from yarl import URL
 
+from taskflow.actors.component import PIPELINE
 from taskflow.actors.pipeline import Pipeline
 from taskflow.amqp.acks import AckWindow
 from taskflow.amqp.messages import (
@@ -41,11 +42,12 @@ from taskflow.amqp.messages import (
     task_from_message,
 )
 from taskflow.amqp.queues import QueueTypeConflict, declare_queue
-from taskflow.amqp.state import ConsumerPhase, ConsumerState
-from taskflow.config import Settings, mask_url
+from taskflow.amqp.state import CONSUMER_STATE, ConsumerPhase, ConsumerState
+from taskflow.backoff import Backoff
+from taskflow.config import SETTINGS, Settings, mask_url
 from taskflow.errors import IdempotencyConflict, TaskflowError
-from taskflow.keys import CONSUMER_STATE, METRICS, PIPELINE, SETTINGS
-from taskflow.metrics import Metrics
+from taskflow.lifecycle import Grace
+from taskflow.metrics import METRICS, Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +74,13 @@ class _ChannelAcks:
 
 
 class Consumer:
-    """Consumes `settings.amqp_queue` into `pipeline`, reporting itself in `state`."""
+    """Consumes `settings.amqp_queue` into `pipeline`, reporting itself in `state`.
+
+    It has the lifecycle of every background component (`taskflow.lifecycle`):
+    `start()`; `stop_taking_work()` cancels the consumer, so the broker sends nothing
+    more; `finish()` waits for the messages in hand, acks what was committed and
+    disconnects.
+    """
 
     def __init__(
         self,
@@ -120,7 +128,7 @@ class Consumer:
 
         From then on aio-pika's robust connection restores everything after an outage.
         """
-        delay = 0.5
+        backoff = Backoff(0.5, CONNECT_BACKOFF_MAX_S)
         logged = False
         while not self._stopping.is_set():
             try:
@@ -137,8 +145,7 @@ class Consumer:
                     logged = True
                 else:
                     log.debug("RabbitMQ still unreachable", error=error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, CONNECT_BACKOFF_MAX_S)
+                await backoff.sleep()
                 continue
             try:
                 await self._start(connection)
@@ -158,7 +165,7 @@ class Consumer:
                 log.warning("could not start consuming; retrying", error=str(exc))
                 self._connection = None
                 await _close(connection)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.delay)
                 continue
             return
 
@@ -345,11 +352,10 @@ class Consumer:
 
     # -- stopping -----------------------------------------------------------------------
 
-    async def stop(self, grace_s: float) -> None:
-        """Stop consuming, ack what was committed (waiting up to `grace_s`), disconnect.
-
-        Messages whose task is not committed by then stay unacked and return to the queue.
-        """
+    async def stop_taking_work(self, grace: Grace) -> None:
+        """Stop connecting and cancel the consumer: the broker sends nothing more."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         if self._runner is not None:
             self._runner.cancel()
@@ -357,11 +363,19 @@ class Consumer:
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    self._queue.cancel(self._consumer_tag), min(grace_s, BROKER_CALL_TIMEOUT_S)
+                    self._queue.cancel(self._consumer_tag),
+                    min(grace.flush_s, BROKER_CALL_TIMEOUT_S),
                 )
+
+    async def finish(self, grace: Grace) -> None:
+        """Ack what was committed (waiting up to `grace.flush_s`) and disconnect.
+
+        Messages whose task is not committed by then stay unacked and return to the queue.
+        """
+        await self.stop_taking_work(grace)
         in_flight = set(self._in_flight)
         if in_flight:
-            _, late = await asyncio.wait(in_flight, timeout=grace_s)
+            _, late = await asyncio.wait(in_flight, timeout=grace.flush_s)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -380,12 +394,17 @@ async def _close(connection: AbstractRobustConnection) -> None:
         await asyncio.wait_for(connection.close(), BROKER_CALL_TIMEOUT_S)
 
 
-async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The AMQP consumer as an aiohttp `cleanup_ctx` (entered after the pipeline's).
+def setup(app: web.Application) -> None:
+    """Consume RabbitMQ into the pipeline while `app` runs (its state under `CONSUMER_STATE`).
 
-    Start-up does not wait for RabbitMQ: the consumer connects in a named background
-    task. On shutdown it stops consuming before the pipeline drains.
+    Its `cleanup_ctx` must come after the pipeline's, so that on shutdown the consumer
+    stops before the pipeline drains. Start-up does not wait for RabbitMQ: the consumer
+    connects in a named background task.
     """
+    app.cleanup_ctx.append(_consumer_ctx)
+
+
+async def _consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     state = ConsumerState(phase=ConsumerPhase.CONNECTING, queue=settings.amqp_queue)
     app[CONSUMER_STATE] = state
@@ -395,5 +414,7 @@ async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await consumer.stop(max(settings.shutdown_grace_s, 1.0))
+        grace = Grace.starting_now(settings.shutdown_grace_s)
+        await consumer.stop_taking_work(grace)
+        await consumer.finish(grace)
         log.info("AMQP consumer stopped", queue=settings.amqp_queue)

@@ -1,9 +1,11 @@
-"""The AMQP consumer's state, as `/health/ready` and the metrics report it."""
+"""The AMQP consumer's state, as `/health/ready` and the metrics report it, and its `AppKey`."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from aiohttp import web
 
 
 class ConsumerPhase(enum.StrEnum):
@@ -27,3 +29,7 @@ class ConsumerState:
     def to_json(self) -> dict[str, str | None]:
         """The state as the readiness body shows it."""
         return {"state": self.phase.value, "queue": self.queue, "last_error": self.last_error}
+
+
+# Absent while the consumer is not set up (`taskflow serve` sets it up; tests may not).
+CONSUMER_STATE = web.AppKey("consumer_state", ConsumerState)

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from taskflow import errors
-from taskflow.keys import METRICS
+from taskflow.metrics import METRICS
 from taskflow.validation import MAX_BODY_BYTES
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,8 @@ from aiohttp_apigami.constants import API_SPEC_ATTR
 from aiohttp_apigami.swagger_ui import SWAGGER_UI_STATIC_FILES
 
 from taskflow import __version__
-from taskflow.keys import OPENAPI
+
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 
 DOCS_PATH = "/api/docs"
 DOCUMENT_PATH = "/api/docs/swagger.json"

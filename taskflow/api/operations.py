@@ -9,10 +9,13 @@ from aiohttp import web
 from aiohttp_apigami import docs
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from taskflow.actors.component import PIPELINE
+from taskflow.amqp.state import CONSUMER_STATE
 from taskflow.api.schemas import LivenessSchema, ReadinessSchema
 from taskflow.api.tasks import RETRY_AFTER_HEADER
+from taskflow.db.component import DATABASE, DATABASE_MODE
 from taskflow.errors import TaskflowError
-from taskflow.keys import CONSUMER_STATE, DATABASE, DATABASE_MODE, METRICS, PIPELINE
+from taskflow.metrics import METRICS
 
 READY_TIMEOUT_S = 2.0
 # What prometheus-client's handler answers, depending on the scraper's Accept header.
@@ -74,12 +77,12 @@ async def ready(request: web.Request) -> web.Response:
     except (TaskflowError, TimeoutError) as exc:
         database.update(ok=False, error=str(exc) or "timed out")
     pipeline = app[PIPELINE]
-    accepting = pipeline.alive and pipeline.intake.accepting
+    accepting = pipeline.alive and pipeline.accepting
     state = app.get(CONSUMER_STATE)
     body = {
         "status": "ready" if database["ok"] and accepting else "not_ready",
         "database": database,
-        "pipeline": {"alive": pipeline.alive, "accepting": pipeline.intake.accepting},
+        "pipeline": {"alive": pipeline.alive, "accepting": pipeline.accepting},
         "amqp": state.to_json() if state is not None else {"state": "disabled"},
     }
     return _report(200 if body["status"] == "ready" else 503, body)

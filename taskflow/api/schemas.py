@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from taskflow.amqp.state import ConsumerPhase
 from taskflow.models import Source, Status
 from taskflow.validation import IDEMPOTENCY_KEY_MAX, TaskCreateSchema, storable
 
@@ -22,6 +21,9 @@ __all__ = [
 ]
 
 _STATUSES = [s.value for s in Status]
+# The states `ConsumerState.to_json()` reports (the consumer's phases; a unit test checks
+# that the two agree, so that the API does not depend on the AMQP package).
+CONSUMER_STATES = ["disabled", "connecting", "consuming", "disconnected", "stopped"]
 
 
 class TaskSchema(ma.Schema):
@@ -180,9 +182,7 @@ class ConsumerStateSchema(ma.Schema):
     class Meta:
         unknown = ma.INCLUDE
 
-    state = ma.fields.String(
-        required=True, validate=ma.validate.OneOf([p.value for p in ConsumerPhase])
-    )
+    state = ma.fields.String(required=True, validate=ma.validate.OneOf(CONSUMER_STATES))
     queue = ma.fields.String()
     last_error = ma.fields.String(allow_none=True)
 

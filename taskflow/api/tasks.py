@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 from aiohttp_apigami import docs, headers_schema, json_schema, querystring_schema
 
+from taskflow.actors.component import PIPELINE
 from taskflow.api.schemas import (
     ErrorSchema,
     EventListSchema,
@@ -21,8 +22,8 @@ from taskflow.api.schemas import (
     TaskListSchema,
     TaskSchema,
 )
+from taskflow.db.component import STORE
 from taskflow.errors import BadRequest, TaskNotFound
-from taskflow.keys import PIPELINE, STORE
 from taskflow.models import Source, Status, Task
 from taskflow.validation import build_new_task
 

@@ -134,7 +134,7 @@ class Database:
             try:
                 conn = await asyncpg.connect(dsn, timeout=min(timeout, 10.0))
             except UNREACHABLE as exc:
-                delay = backoff.next()
+                delay = backoff.take()
                 if loop.time() + delay > deadline:
                     raise StoreUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
                 log.warning("db.unreachable", error=str(exc), retry_in_s=delay)

@@ -91,7 +91,7 @@ class EventListener:
             try:
                 conn = await connect_once(self._dsn, self._timeout)
             except TaskflowError as exc:
-                delay = backoff.next()
+                delay = backoff.take()
                 log.warning("listener.connect_failed", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 continue

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from taskflow.actors.attempts import Attempts
 from taskflow.actors.processor import ProcessorPool
 from taskflow.actors.status_writer import StatusWriter
 from taskflow.db.store import TaskStore
@@ -135,16 +136,16 @@ async def test_two_attempts_of_one_task_in_one_pool_do_not_clash(
     metrics = Metrics()
     writer = StatusWriter(store, metrics, owner="instance-a", capacity=4)
     inbox: asyncio.Queue[Claim] = asyncio.Queue()
-    done = asyncio.Semaphore(0)
+    attempts = Attempts(0)  # no slot taken out: `free` counts the slots freed
     pool = ProcessorPool(
         inbox,
         writer,
         metrics,
+        attempts,
         size=2,
         work_min_s=0.2,
         work_max_s=0.3,
         failure_rate=0.0,
-        on_done=done.release,
     )
     actors = [asyncio.create_task(writer.run())]
     actors += [asyncio.create_task(pool.run(i)) for i in range(2)]
@@ -152,11 +153,11 @@ async def test_two_attempts_of_one_task_in_one_pool_do_not_clash(
         inbox.put_nowait(first)
         inbox.put_nowait(second)
         async with asyncio.timeout(30):
-            await done.acquire()
-            await done.acquire()
+            while attempts.free < 2:  # noqa: ASYNC110 - polls state that has no event
+                await asyncio.sleep(0.01)
         assert await pool.wait_idle(30)  # both outcomes committed (or fenced)
         assert not any(actor.done() for actor in actors)
-        assert pool.in_flight == {}
+        assert list(attempts.held()) == []
     finally:
         for actor in actors:
             actor.cancel()

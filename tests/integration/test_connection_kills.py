@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from taskflow.keys import PIPELINE
+from taskflow.actors.component import PIPELINE
 from taskflow_bench.harness.tasks import wait_terminal
 from tests.conftest import ADMIN_URL
 

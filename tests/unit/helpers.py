@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from taskflow.lifecycle import Grace
 from taskflow.metrics import Metrics
 from taskflow.models import NewTask, Source
 
@@ -21,6 +22,11 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
     """The value of one metric sample (0 when it has not been written)."""
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def grace(seconds: float) -> Grace:
+    """A shutdown grace of `seconds` from now (at least a second to flush)."""
+    return Grace.starting_now(seconds)
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from taskflow.actors.attempts import Attempts
 from taskflow.actors.dispatcher import Dispatcher
 from taskflow.errors import StoreError, StoreUnavailable
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Status
-from tests.unit.helpers import eventually, new_task, sample
+from tests.unit.helpers import eventually, grace, new_task, sample
 from tests.unit.memory_store import MemoryStore
 
 OWNER = "instance-a"
@@ -60,7 +61,8 @@ async def test_never_claims_more_than_the_free_slots(
 ) -> None:
     store = CountingStore(slots=3)
     ids = await add_tasks(store, 20)
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=3, poll_s=0.01)
+    attempts = Attempts(3)
+    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=3, poll_s=0.01)
     running.append(asyncio.create_task(dispatcher.run()))
 
     done: list[Claim] = []
@@ -71,7 +73,7 @@ async def test_never_claims_more_than_the_free_slots(
                 await asyncio.sleep(0)
             store.freed += 1
             done.append(claim)
-            dispatcher.slot_freed()
+            attempts.free_slot()
 
     assert sorted(c.task_id for c in done) == sorted(ids)
     assert store.most_outstanding == 3
@@ -83,7 +85,9 @@ async def test_claims_nothing_while_every_processor_is_busy(
 ) -> None:
     store = MemoryStore()
     await add_tasks(store, 5)
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=2, poll_s=0.01)
+    dispatcher = Dispatcher(
+        store, metrics, Attempts(2), owner=OWNER, lease_s=30, slots=2, poll_s=0.01
+    )
     running.append(asyncio.create_task(dispatcher.run()))
     await eventually(dispatcher.outbox.full)
     claims_so_far = store.count("claim")
@@ -98,7 +102,9 @@ async def test_tasks_offered_by_intake_are_claimed_by_id(
     metrics: Metrics, running: list[asyncio.Task[None]]
 ) -> None:
     store = MemoryStore()
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=10, poll_s=60)
+    dispatcher = Dispatcher(
+        store, metrics, Attempts(10), owner=OWNER, lease_s=30, slots=10, poll_s=60
+    )
     running.append(asyncio.create_task(dispatcher.run()))
     await eventually(lambda: store.count("claim") == 1)  # the first poll finds nothing
 
@@ -121,7 +127,9 @@ async def test_an_expired_lease_is_claimed_again_as_a_new_attempt(
     [(first, _)] = await store.claim("instance-b", 30, 10)  # another instance, then it dies
     store.advance(31)
 
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    dispatcher = Dispatcher(
+        store, metrics, Attempts(5), owner=OWNER, lease_s=30, slots=5, poll_s=0.01
+    )
     running.append(asyncio.create_task(dispatcher.run()))
     claim = await asyncio.wait_for(dispatcher.outbox.get(), 10)
 
@@ -137,7 +145,9 @@ async def test_a_failed_claim_is_retried(
     store = MemoryStore()
     ids = await add_tasks(store, 3)
     store.fail("claim", error, error)
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    dispatcher = Dispatcher(
+        store, metrics, Attempts(5), owner=OWNER, lease_s=30, slots=5, poll_s=0.01
+    )
     running.append(asyncio.create_task(dispatcher.run()))
     async with asyncio.timeout(10):
         claims = [await dispatcher.outbox.get() for _ in range(3)]
@@ -150,7 +160,9 @@ async def test_cancelling_is_not_lost_when_a_wake_up_arrives_at_the_same_time(
 ) -> None:
     """A wake-up (a NOTIFY) racing with the pipeline's cancel must not keep it running."""
     store = MemoryStore()
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=60)
+    dispatcher = Dispatcher(
+        store, metrics, Attempts(5), owner=OWNER, lease_s=30, slots=5, poll_s=60
+    )
     task = asyncio.create_task(dispatcher.run())
     await eventually(lambda: store.count("claim") == 1)
     for _ in range(5):
@@ -160,7 +172,6 @@ async def test_cancelling_is_not_lost_when_a_wake_up_arrives_at_the_same_time(
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=5)
     if not done:  # clean up before failing
-        dispatcher.claiming = True
         task.cancel()
     assert done, "the dispatcher ignored its cancellation"
     assert task.cancelled()
@@ -171,18 +182,19 @@ async def test_stop_takes_back_unstarted_claims_and_claims_no_more(
 ) -> None:
     store = MemoryStore()
     ids = await add_tasks(store, 3)
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    attempts = Attempts(5)
+    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
     running.append(asyncio.create_task(dispatcher.run()))
     await eventually(lambda: dispatcher.outbox.qsize() == 3)
 
-    taken = await dispatcher.stop(timeout=5)
-    assert sorted(c.task_id for c in taken) == sorted(ids)
+    await dispatcher.stop_taking_work(grace(5))
     assert dispatcher.outbox.empty()
+    assert sorted(attempts.held()) == sorted(ids)  # still held: the lease keeper hands them back
 
     await add_tasks(store, 2)
     calls = len(store.calls)
     dispatcher.wake()
-    dispatcher.slot_freed()
+    attempts.free_slot()
     for _ in range(50):
         await asyncio.sleep(0)
     assert len(store.calls) == calls
@@ -195,14 +207,38 @@ async def test_stop_waits_for_a_claim_in_flight_and_takes_it_back(
     store = MemoryStore()
     ids = await add_tasks(store, 2)
     store.hold("claim")
-    dispatcher = Dispatcher(store, metrics, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    attempts = Attempts(5)
+    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
     running.append(asyncio.create_task(dispatcher.run()))
     await store.entered("claim")
 
-    stopping = asyncio.create_task(dispatcher.stop(timeout=10))
+    stopping = asyncio.create_task(dispatcher.stop_taking_work(grace(10)))
     for _ in range(20):
         await asyncio.sleep(0)
-    assert not stopping.done(), "stop() did not wait for the claim in flight"
+    assert not stopping.done(), "stop_taking_work() did not wait for the claim in flight"
     store.let_go("claim")
-    taken = await asyncio.wait_for(stopping, 10)
-    assert sorted(c.task_id for c in taken) == sorted(ids)
+    await asyncio.wait_for(stopping, 10)
+    assert dispatcher.outbox.empty(), "a claim committed while stopping reached a processor"
+    assert sorted(attempts.held()) == sorted(ids)
+
+
+async def test_a_task_held_here_is_not_claimed_again_when_its_lease_ran_out(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    """A stalled attempt of this instance is not started a second time by this instance."""
+    store = MemoryStore()
+    [held_id] = await add_tasks(store, 1)
+    [stalled] = await store.claim_new([held_id], OWNER, 30)
+    attempts = Attempts(5)
+    attempts.started(stalled)  # a processor here still runs it
+    store.advance(31)
+    [other_id] = await add_tasks(store, 1)
+
+    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
+    running.append(asyncio.create_task(dispatcher.run()))
+    claim = await asyncio.wait_for(dispatcher.outbox.get(), 10)
+    await eventually(lambda: store.count("claim") >= 3)
+
+    assert claim.task_id == other_id
+    assert dispatcher.outbox.empty()
+    assert store.tasks[held_id].attempts == 1

@@ -12,7 +12,7 @@ from taskflow.actors.intake import Intake
 from taskflow.errors import IdempotencyConflict, Overloaded, StoreError, StoreUnavailable
 from taskflow.metrics import Metrics
 from taskflow.models import Status, Task
-from tests.unit.helpers import new_task, sample
+from tests.unit.helpers import grace, new_task, sample
 from tests.unit.memory_store import MemoryStore
 
 
@@ -48,10 +48,9 @@ def created() -> Created:
 @pytest.fixture
 async def intake(store: MemoryStore, metrics: Metrics, created: Created) -> AsyncIterator[Intake]:
     intake = Intake(store, metrics, queue_size=1000, on_created=created)
-    task = asyncio.create_task(intake.run())
+    intake.start()
     yield intake
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await intake.cancel_loops()
 
 
 async def test_many_concurrent_creates_become_few_inserts(
@@ -160,13 +159,14 @@ async def test_a_failed_write_fails_its_batch_and_intake_carries_on(
     assert sample(metrics, "taskflow_db_up") == 1
 
 
-async def test_drain_refuses_new_creates_and_waits_for_queued_ones(
+async def test_stopping_refuses_new_creates_and_waits_for_queued_ones(
     store: MemoryStore, metrics: Metrics, intake: Intake
 ) -> None:
     store.hold("insert_tasks")
     queued = [asyncio.create_task(intake.submit(new_task(f"t{i}"))) for i in range(5)]
     await store.entered("insert_tasks")
-    draining = asyncio.create_task(intake.drain(timeout=10))
+    await intake.stop_taking_work(grace(10))
+    draining = asyncio.create_task(intake.finish(grace(10)))
     await asyncio.sleep(0)
     with pytest.raises(Overloaded):
         await intake.submit(new_task("too late"))
@@ -175,3 +175,4 @@ async def test_drain_refuses_new_creates_and_waits_for_queued_ones(
     store.let_go("insert_tasks")
     await asyncio.wait_for(draining, 10)
     assert all(a.created for a in await asyncio.gather(*queued))
+    assert all(task.done() for task in intake.tasks)

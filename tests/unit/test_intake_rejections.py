@@ -11,6 +11,7 @@ import pytest
 from taskflow.actors.intake import Intake
 from taskflow.db.store import InsertResult
 from taskflow.errors import Overloaded
+from taskflow.lifecycle import Grace
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, NewTask, Outcome, Source, Task
 
@@ -84,7 +85,7 @@ async def test_full_queue_and_timeout_are_counted_apart() -> None:
 async def test_stopping_is_counted() -> None:
     metrics = Metrics()
     intake = Intake(StalledStore(), metrics, queue_size=1, on_created=ignore)
-    await intake.drain(timeout=1)
+    await intake.stop_taking_work(Grace.starting_now(1))
     with pytest.raises(Overloaded, match="shutting down"):
         await intake.submit(new_task())
     assert rejected(metrics, "stopping") == 1

@@ -80,8 +80,8 @@ async def test_stop_hands_back_the_attempts_still_running(
     pipeline = make_pipeline(SLOW)
     pipeline.start()
     await asyncio.gather(*(pipeline.submit(new_task(f"t{i}")) for i in range(6)))
-    await eventually(lambda: len(pipeline.processors.in_flight) == 4)
-    running = set(pipeline.processors.in_flight)
+    await eventually(lambda: len(pipeline.attempts.held()) == 4)
+    running = set(pipeline.attempts.held())
 
     await asyncio.wait_for(pipeline.stop(grace_s=0.05), 30)
 

@@ -9,11 +9,12 @@ from typing import Protocol
 
 import pytest
 
+from taskflow.actors.attempts import Attempts
 from taskflow.actors.processor import ProcessorPool
 from taskflow.actors.status_writer import StatusWriter
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Status
-from tests.unit.helpers import eventually, new_task, sample
+from tests.unit.helpers import eventually, grace, new_task, sample
 from tests.unit.memory_store import MemoryStore
 
 OWNER = "instance-a"
@@ -27,8 +28,12 @@ class Rig:
     metrics: Metrics
     inbox: asyncio.Queue[Claim]
     pool: ProcessorPool
-    done: list[None]
+    attempts: Attempts  # with no slot taken out, so `free` counts the slots freed
     tasks: list[asyncio.Task[None]]
+
+    @property
+    def freed(self) -> int:
+        return self.attempts.free
 
     async def claim(self, count: int) -> list[Claim]:
         await self.store.insert_tasks([new_task(f"t{i}") for i in range(count)])
@@ -51,20 +56,20 @@ async def make_rig() -> AsyncIterator[MakeRig]:
         store, metrics = MemoryStore(), Metrics()
         inbox: asyncio.Queue[Claim] = asyncio.Queue(100)
         writer = StatusWriter(store, metrics, owner=OWNER, capacity=size)
-        done: list[None] = []
+        attempts = Attempts(0)
         pool = ProcessorPool(
             inbox,
             writer,
             metrics,
+            attempts,
             size=size,
             work_min_s=0,
             work_max_s=0,
             failure_rate=failure_rate,
-            on_done=lambda: done.append(None),
         )
-        tasks = [asyncio.create_task(writer.run(), name="status-writer")]
-        tasks += [asyncio.create_task(pool.run(i), name=f"processor-{i}") for i in range(size)]
-        rig = Rig(store, metrics, inbox, pool, done, tasks)
+        writer.start()
+        pool.start()
+        rig = Rig(store, metrics, inbox, pool, attempts, [*writer.tasks, *pool.tasks])
         started.append(rig)
         return rig
 
@@ -84,7 +89,7 @@ def no_processor_died(rig: Rig) -> None:
 async def test_failure_rate_0_completes_every_task(make_rig: MakeRig) -> None:
     rig: Rig = make_rig(failure_rate=0.0)
     claims = await rig.claim(10)
-    await eventually(lambda: len(rig.done) == 10)
+    await eventually(lambda: rig.freed == 10)
     assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
 
     for claim in claims:
@@ -100,7 +105,7 @@ async def test_failure_rate_0_completes_every_task(make_rig: MakeRig) -> None:
         ]
     assert sample(rig.metrics, "taskflow_status_changes_total", status="completed") == 10
     assert sample(rig.metrics, "taskflow_processing_seconds_count", status="completed") == 10
-    assert rig.pool.in_flight == {}
+    assert list(rig.attempts.held()) == []
     assert await rig.pool.wait_idle(1)
     no_processor_died(rig)
 
@@ -108,7 +113,7 @@ async def test_failure_rate_0_completes_every_task(make_rig: MakeRig) -> None:
 async def test_failure_rate_1_fails_every_task(make_rig: MakeRig) -> None:
     rig: Rig = make_rig(failure_rate=1.0)
     claims = await rig.claim(10)
-    await eventually(lambda: len(rig.done) == 10)
+    await eventually(lambda: rig.freed == 10)
     assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
 
     for claim in claims:
@@ -136,14 +141,14 @@ async def test_a_fenced_outcome_is_not_written_and_the_processor_carries_on(
     assert recovered
 
     rig.inbox.put_nowait(stale)
-    await eventually(lambda: len(rig.done) == 1)
+    await eventually(lambda: rig.freed == 1)
     assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
     task = rig.store.tasks[stale.task_id]
     assert (task.status, task.attempts) == (Status.IN_PROGRESS, current.attempt)
     assert sample(rig.metrics, "taskflow_fenced_writes_total") == 1
 
     fresh = await rig.claim(1)
-    await eventually(lambda: len(rig.done) == 2)
+    await eventually(lambda: rig.freed == 2)
     assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
     assert rig.store.tasks[fresh[0].task_id].status is Status.COMPLETED
     no_processor_died(rig)
@@ -163,7 +168,7 @@ async def test_two_attempts_of_one_task_in_this_instance_do_not_crash_a_processo
 
     rig.inbox.put_nowait(first)
     rig.inbox.put_nowait(second)
-    await eventually(lambda: len(rig.done) == 2)
+    await eventually(lambda: rig.freed == 2)
     assert await rig.pool.wait_idle(1)  # the slot is freed before the commit
     for _ in range(10):
         await asyncio.sleep(0)
@@ -172,21 +177,51 @@ async def test_two_attempts_of_one_task_in_this_instance_do_not_crash_a_processo
     task = rig.store.tasks[first.task_id]
     assert (task.status, task.attempts) == (Status.COMPLETED, 2)
     assert sample(rig.metrics, "taskflow_fenced_writes_total") == 1
-    assert rig.pool.in_flight == {}
+    assert list(rig.attempts.held()) == []
     assert await rig.pool.wait_idle(1)
 
 
-async def test_in_flight_lists_the_running_attempts(make_rig: MakeRig) -> None:
+async def test_attempts_stay_held_until_their_outcome_is_committed(make_rig: MakeRig) -> None:
     rig: Rig = make_rig(failure_rate=0.0, size=3)
     rig.store.hold("finish")
     claims = await rig.claim(3)
-    await eventually(lambda: rig.store.count("finish") >= 1 and len(rig.pool.in_flight) == 3)
-    assert set(rig.pool.in_flight) == {c.task_id for c in claims}
+    await eventually(lambda: rig.store.count("finish") >= 1 and len(rig.attempts.held()) == 3)
+    assert set(rig.attempts.held()) == {c.task_id for c in claims}
     assert not await rig.pool.wait_idle(0.01)
     # A processor frees its slot for the dispatcher once its outcome is handed over,
-    # before the commit; it stays in flight (and not idle) until the commit.
-    await eventually(lambda: len(rig.done) == 3)
-    assert len(rig.pool.in_flight) == 3
+    # before the commit; the attempt stays held (and the pool not idle) until the commit.
+    await eventually(lambda: rig.freed == 3)
+    assert len(rig.attempts.held()) == 3
     rig.store.let_go("finish")
     assert await rig.pool.wait_idle(1)
-    assert rig.pool.in_flight == {}
+    assert list(rig.attempts.held()) == []
+
+
+async def test_finish_abandons_attempts_still_working_and_keeps_them_held() -> None:
+    store, metrics = MemoryStore(), Metrics()
+    inbox: asyncio.Queue[Claim] = asyncio.Queue(10)
+    writer = StatusWriter(store, metrics, owner=OWNER, capacity=2)
+    attempts = Attempts(0)
+    pool = ProcessorPool(
+        inbox, writer, metrics, attempts, size=2, work_min_s=3600, work_max_s=3600,
+        failure_rate=0.0,
+    )  # fmt: skip
+    writer.start()
+    pool.start()
+    try:
+        await store.insert_tasks([new_task(f"t{i}") for i in range(2)])
+        claims = [claim for claim, _ in await store.claim(OWNER, 30, 2)]
+        for claim in claims:
+            inbox.put_nowait(claim)
+        await eventually(lambda: len(attempts.held()) == 2)
+
+        await asyncio.wait_for(pool.finish(grace(0.01)), 10)
+
+        assert pool.all_finished is False
+        assert all(task.done() for task in pool.tasks)
+        assert set(attempts.held()) == {c.task_id for c in claims}  # for the lease keeper
+        assert store.count("finish") == 0
+        assert all(store.tasks[c.task_id].status is Status.IN_PROGRESS for c in claims)
+    finally:
+        await pool.cancel_loops()
+        await writer.cancel_loops()

@@ -11,7 +11,7 @@ from taskflow.actors.status_writer import StatusWriter
 from taskflow.errors import StoreError, StoreUnavailable
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Outcome, Status
-from tests.unit.helpers import new_task, sample
+from tests.unit.helpers import grace, new_task, sample
 from tests.unit.memory_store import MemoryStore
 
 OWNER = "instance-a"
@@ -30,10 +30,9 @@ def metrics() -> Metrics:
 @pytest.fixture
 async def writer(store: MemoryStore, metrics: Metrics) -> AsyncIterator[StatusWriter]:
     writer = StatusWriter(store, metrics, owner=OWNER, capacity=100, max_backoff=0.05)
-    task = asyncio.create_task(writer.run())
+    writer.start()
     yield writer
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await writer.cancel_loops()
 
 
 async def claimed(store: MemoryStore, count: int, owner: str = OWNER) -> list[Claim]:
@@ -138,14 +137,14 @@ async def test_a_stale_and_a_current_attempt_in_one_batch_are_told_apart(
     assert sample(metrics, "taskflow_status_changes_total", status="completed") == 1
 
 
-async def test_drain_waits_for_handed_over_outcomes(
+async def test_finish_waits_for_handed_over_outcomes(
     store: MemoryStore, writer: StatusWriter
 ) -> None:
     claims = await claimed(store, 5)
     store.hold("finish")
     writes = [asyncio.create_task(writer.write(completed(c))) for c in claims]
     await store.entered("finish")
-    draining = asyncio.create_task(writer.drain(timeout=10))
+    draining = asyncio.create_task(writer.finish(grace(10)))
     for _ in range(10):
         await asyncio.sleep(0)
     assert not draining.done()

@@ -14,7 +14,7 @@ TASKFLOW_STOPPED = "taskflow stopped"
 # Sentences, not yet keys:
 FENCED = "outcome fenced off: another attempt holds the task"
 ACTOR_DIED = "actor died, pipeline stopped"
-DATABASE_RETRYING = "PostgreSQL not reachable yet, retrying"
+DATABASE_RETRYING = "db.unreachable"
 SHUTDOWN_BEGUN = "shutdown begun: intake stopped"
 EMBEDDED_IN_USE = "DATABASE_URL is not set: using an embedded PostgreSQL"
 WAITING_FOR_BROKER = "waiting for RabbitMQ; HTTP intake works meanwhile"
