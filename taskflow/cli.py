@@ -148,12 +148,25 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
     if args.file is None and args.count == 1:
         if args.via == "amqp":
             return asyncio.run(
-                publish_one(settings.amqp_url, settings.amqp_queue, bodies[0], args.key)
+                publish_one(
+                    settings.amqp_url,
+                    settings.amqp_queue,
+                    bodies[0],
+                    args.key,
+                    queue_type=settings.amqp_queue_type,
+                )
             )
         return asyncio.run(post_one(url, bodies[0], args.key, token))
     if args.via == "amqp":
         return asyncio.run(
-            publish_many(settings.amqp_url, settings.amqp_queue, bodies, len(bodies), args.key)
+            publish_many(
+                settings.amqp_url,
+                settings.amqp_queue,
+                bodies,
+                len(bodies),
+                args.key,
+                queue_type=settings.amqp_queue_type,
+            )
         )
     return asyncio.run(post_many(url, bodies, len(bodies), args.key, token))
 

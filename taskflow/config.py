@@ -23,6 +23,11 @@ from taskflow.errors import ConfigError
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+AMQP_QUEUE_TYPES = ("classic", "quorum")
+MAX_DURATION_S = 100 * 365 * 86_400
+
+_DURATION = re.compile(r"(?P<count>\d{1,12})(?P<unit>[smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 T = TypeVar("T")
 
@@ -99,6 +104,10 @@ class Settings:
     log_level: str = "info"
     data_dir: Path = field(default_factory=lambda: Path(".taskflow/postgres"))
     shutdown_grace_s: float = 10.0
+    amqp_queue_type: str = "classic"
+    db_pool_size: int = 10
+    listen_database_url: str | None = None
+    retention_s: int = 7 * 86_400
     # Secrets: never in repr() nor in `public()`.
     api_tokens: tuple[tuple[Role, str], ...] = field(default=(), repr=False)
     metrics_token: str | None = field(default=None, repr=False)
@@ -129,6 +138,14 @@ class Settings:
             shutdown_grace_s=reader.number(
                 "TASKFLOW_SHUTDOWN_GRACE_S", float, d.shutdown_grace_s, 0, 3600
             ),
+            amqp_queue_type=reader.choice(
+                "TASKFLOW_AMQP_QUEUE_TYPE", AMQP_QUEUE_TYPES, d.amqp_queue_type
+            ),
+            db_pool_size=reader.number("TASKFLOW_DB_POOL_SIZE", int, d.db_pool_size, 1, 1000),
+            listen_database_url=reader.url(
+                "TASKFLOW_LISTEN_DATABASE_URL", ("postgres", "postgresql"), None
+            ),
+            retention_s=reader.duration("TASKFLOW_RETENTION", d.retention_s),
             api_tokens=reader.api_tokens("TASKFLOW_API_TOKENS", "TASKFLOW_API_TOKENS_FILE"),
             metrics_token=reader.token("TASKFLOW_METRICS_TOKEN"),
             client_token=reader.token("TASKFLOW_TOKEN"),
@@ -138,6 +155,11 @@ class Settings:
                 f"TASKFLOW_WORK_MIN_S={settings.work_min_s} is greater than "
                 f"TASKFLOW_WORK_MAX_S={settings.work_max_s}"
             )
+        if settings.listen_database_url and not settings.database_url:
+            raise ConfigError(
+                "TASKFLOW_LISTEN_DATABASE_URL is set but DATABASE_URL is not: the LISTEN "
+                "connection goes to the same database as the pool"
+            )
         return settings
 
     def public(self) -> dict[str, object]:
@@ -145,6 +167,7 @@ class Settings:
         out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["database_url"] = mask_url(self.database_url) or "embedded"
         out["amqp_url"] = mask_url(self.amqp_url)
+        out["listen_database_url"] = mask_url(self.listen_database_url) or "DATABASE_URL"
         out["data_dir"] = str(self.data_dir)
         roles = [role for role, _ in self.api_tokens]
         out["api_tokens"] = {role.value: roles.count(role) for role in Role if role in roles}
@@ -156,7 +179,7 @@ class Settings:
         """Every secret these settings hold (URL passwords, tokens), for log redaction."""
         found = [token for _, token in self.api_tokens]
         found += [t for t in (self.metrics_token, self.client_token) if t]
-        for url in (self.database_url, self.amqp_url):
+        for url in (self.database_url, self.amqp_url, self.listen_database_url):
             found += url_secrets(url)
         return found
 
@@ -197,6 +220,26 @@ class _Reader:
         if not math.isfinite(number) or not low <= number <= high:
             raise ConfigError(f"{name}={raw!r} is out of range [{low:g}, {high:g}]")
         return value
+
+    def duration(self, name: str, default: int) -> int:
+        """Whole seconds from `90s`, `15m`, `12h`, `7d`, or `0` (which means "never")."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw == "0":
+            return 0
+        match = _DURATION.fullmatch(raw.lower())
+        if match is None:
+            raise ConfigError(
+                f"{name}={raw!r} is not a duration: write a whole number and a unit, "
+                "e.g. 90s, 15m, 12h or 7d (or 0 to keep everything)"
+            )
+        seconds = int(match["count"]) * _UNIT_S[match["unit"]]
+        if seconds == 0:
+            raise ConfigError(f"{name}={raw!r} is empty: write 0 to keep everything")
+        if seconds > MAX_DURATION_S:
+            raise ConfigError(f"{name}={raw!r} is out of range [1s, {MAX_DURATION_S // 86_400}d]")
+        return seconds
 
     def url(self, name: str, schemes: tuple[str, ...], default: str | None) -> str | None:
         raw = self._raw(name)

@@ -100,12 +100,14 @@ async def _post(session: ClientSession, url: str, body: bytes, key: str | None) 
         return response.status, await response.text()
 
 
-async def publish_one(url: str, queue: str, body: bytes, key: str | None) -> int:
+async def publish_one(
+    url: str, queue: str, body: bytes, key: str | None, *, queue_type: str = "classic"
+) -> int:
     """Publish one task message and print its `message_id`; 0 once the broker confirmed."""
     message_id = key or str(uuid.uuid4())
     outcome: list[str | None] = []
     try:
-        await publish_tasks(url, queue, [(body, message_id)], outcome.append)
+        await publish_tasks(url, queue, [(body, message_id)], outcome.append, queue_type)
     except Exception as exc:  # any failure to connect or declare: report, do not trace
         print(f"taskflow: cannot publish to RabbitMQ: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -146,7 +148,13 @@ async def post_many(
 
 
 async def publish_many(
-    url: str, queue: str, bodies: Iterable[bytes], total: int, key: str | None
+    url: str,
+    queue: str,
+    bodies: Iterable[bytes],
+    total: int,
+    key: str | None,
+    *,
+    queue_type: str = "classic",
 ) -> int:
     """Publish many task messages with confirms and a progress bar; print a summary."""
     progress = ProgressBar(total, f"publish to {queue}")
@@ -158,7 +166,7 @@ async def publish_many(
 
     ids = (k or str(uuid.uuid4()) for k in keys(key, total))
     try:
-        await publish_tasks(url, queue, zip(bodies, ids, strict=False), sent)
+        await publish_tasks(url, queue, zip(bodies, ids, strict=False), sent, queue_type)
     except Exception as exc:  # any failure to connect or declare: report, do not trace
         progress.close()
         print(f"taskflow: cannot publish to RabbitMQ: {type(exc).__name__}: {exc}", file=sys.stderr)
