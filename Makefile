@@ -32,10 +32,16 @@ lint: install
 	$(BIN)/mypy
 
 # Static checks of the container files (no Docker engine needed): Debian's docker-compose
-# parses the compose file, hadolint (pinned in the test extras) lints the Dockerfile.
+# parses the compose file (with and without the `cluster` profile), hadolint (pinned in the
+# test extras) lints the Dockerfile, and promtool (Debian's `prometheus` package) checks the
+# Prometheus configuration and alerting rules and runs the rules' unit tests.
 check-containers: install
 	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml --profile cluster config -q
 	$(BIN)/hadolint Dockerfile
+	promtool check config --syntax-only deploy/prometheus.yml  # its token and rule files are mounted in the container
+	promtool check rules deploy/alerts.yml
+	promtool test rules deploy/alerts.test.yml
 
 format: install
 	$(BIN)/ruff check --fix .

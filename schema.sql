@@ -82,6 +82,9 @@ CREATE INDEX tasks_status_newest_idx ON tasks (status, created_at DESC, id DESC)
 -- The claim query: oldest new tasks first, and leases that ran out.
 CREATE INDEX tasks_new_idx ON tasks (created_at) WHERE status = 'new';
 CREATE INDEX tasks_lease_idx ON tasks (lease_expires_at) WHERE status = 'in_progress';
+-- Retention: terminal tasks by the time they finished (the pruner's prune_finished).
+CREATE INDEX tasks_prune_idx ON tasks (finished_at)
+    WHERE status IN ('completed', 'failed', 'cancelled');
 -- GET /tasks?q=: a case-insensitive title prefix is a range scan here.
 CREATE INDEX tasks_title_prefix_idx ON tasks (lower(title) text_pattern_ops);
 

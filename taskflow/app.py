@@ -19,7 +19,7 @@ from aiohttp_apigami.constants import APISPEC_PARSER
 from taskflow import dashboard, metrics
 from taskflow.actors import component as pipeline
 from taskflow.amqp import consumer
-from taskflow.api import openapi, operations, tasks
+from taskflow.api import auth, headers, openapi, operations, tasks
 from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import SETTINGS, Settings
@@ -47,7 +47,7 @@ def create_app(
     """
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[metrics_middleware, error_middleware, validation_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth.middleware, validation_middleware],
     )
     app[SETTINGS] = settings
     metrics.setup(app)
@@ -55,6 +55,8 @@ def create_app(
     operations.setup_routes(app)
     dashboard.setup(app)
     openapi.setup(app)  # last of the routes: it documents those above
+    auth.setup(app, settings)
+    headers.setup(app)
     app[APISPEC_PARSER] = TaskflowParser()
     database.setup(app)
     pipeline.setup(app, on_failure=on_failure, poll_s=poll_s, stats_s=stats_s)

@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 import structlog
 import uvloop
-from aiohttp import web
 
 from taskflow import __version__
 from taskflow.config import Settings
@@ -41,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--payload", default="{}", help="a JSON object")
     submit.add_argument("--via", choices=("http", "amqp"), default="http")
     submit.add_argument("--url", default=None, help="service URL (default from TASKFLOW_HOST/PORT)")
+    add_token_argument(submit)
     submit.add_argument(
         "--key",
         default=None,
@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         "--file", default=None, help="JSON lines, one task body per line ('-' for stdin)"
     )
     return parser
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    """`--token` for a command that calls the service's HTTP API."""
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="API token sent as 'Authorization: Bearer' when the service has tokens "
+        "(default: TASKFLOW_TOKEN; better than --token, which other users may see in ps)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,10 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT; 0 on a clean shutdown."""
+    from taskflow.api.protocol import run_app  # noqa: PLC0415
     from taskflow.app import create_app  # noqa: PLC0415
     from taskflow.log import AccessLogger, configure_logging  # noqa: PLC0415
 
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.secrets())
     log.info("taskflow starting", version=__version__, pid=os.getpid(), **settings.public())
 
     failures: list[BaseException | None] = []
@@ -84,13 +95,12 @@ def serve(settings: Settings) -> int:
     app = create_app(settings, amqp=True, on_failure=stop_on_failure)
     tune_gc()
     try:
-        web.run_app(
+        run_app(
             app,
             host=settings.host,
             port=settings.port,
             loop=uvloop.new_event_loop(),
             access_log_class=AccessLogger,
-            print=None,
             shutdown_timeout=settings.shutdown_grace_s,
         )
     except TaskflowError as exc:
@@ -98,6 +108,10 @@ def serve(settings: Settings) -> int:
         return 1
     except OSError as exc:
         log.error("taskflow could not start", error=str(exc))
+        return 1
+    except Exception:
+        # Through the log (whose lines are redacted), not Python's bare traceback.
+        log.exception("taskflow crashed")
         return 1
     if failures:
         # A supervisor must see this as a crash (and restart the service), not a clean stop.
@@ -130,17 +144,31 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + "/tasks"
+    token = args.token or settings.client_token
     if args.file is None and args.count == 1:
         if args.via == "amqp":
             return asyncio.run(
-                publish_one(settings.amqp_url, settings.amqp_queue, bodies[0], args.key)
+                publish_one(
+                    settings.amqp_url,
+                    settings.amqp_queue,
+                    bodies[0],
+                    args.key,
+                    queue_type=settings.amqp_queue_type,
+                )
             )
-        return asyncio.run(post_one(url, bodies[0], args.key))
+        return asyncio.run(post_one(url, bodies[0], args.key, token))
     if args.via == "amqp":
         return asyncio.run(
-            publish_many(settings.amqp_url, settings.amqp_queue, bodies, len(bodies), args.key)
+            publish_many(
+                settings.amqp_url,
+                settings.amqp_queue,
+                bodies,
+                len(bodies),
+                args.key,
+                queue_type=settings.amqp_queue_type,
+            )
         )
-    return asyncio.run(post_many(url, bodies, len(bodies), args.key))
+    return asyncio.run(post_many(url, bodies, len(bodies), args.key, token))
 
 
 def _bodies(args: argparse.Namespace) -> list[bytes]:

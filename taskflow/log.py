@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -20,8 +21,33 @@ def _dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def configure_logging(fmt: str = "console", level: str = "info") -> None:
-    """Set up structlog and the standard library's root logger."""
+class Redactor:
+    """The last step of every log line: each secret in it (as rendered) becomes `***`.
+
+    Secrets are kept out of log events where they arise (URLs are masked, tokens never
+    logged); this is the net under that, for what a library puts in an exception message.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, _logger: Any, _name: str, line: Any) -> Any:
+        """Replace every secret in the rendered `line`."""
+        if isinstance(line, str):
+            for secret in self._secrets:
+                if secret in line:
+                    line = line.replace(secret, "***")
+        return line
+
+
+def configure_logging(
+    fmt: str = "console", level: str = "info", secrets: Iterable[str] = ()
+) -> None:
+    """Set up structlog and the standard library's root logger.
+
+    Every occurrence of one of `secrets` in a log line is written `***`.
+    """
     level_no = logging.getLevelNamesMapping()[level.upper()]
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -34,8 +60,9 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    redact = Redactor(secrets)
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, renderer, redact],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         # Module-level loggers become the configured bound logger on first use instead
@@ -48,7 +75,11 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+                redact,
+            ],
         )
     )
     root = logging.getLogger()
@@ -107,7 +138,10 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Log one finished request."""
-        match_info = getattr(request, "match_info", None)
+        try:
+            match_info = request.match_info  # type: ignore[attr-defined]
+        except (AttributeError, AssertionError):  # a request the HTTP parser refused has none
+            match_info = None
         resource = match_info.route.resource if match_info is not None else None
         self._log.info(
             "http request",

@@ -147,6 +147,11 @@ class Metrics:
             "Leases found taken over by another attempt when renewing.",
             registry=r,
         )
+        self.pruned_tasks = Counter(
+            "taskflow_pruned_tasks_total",
+            "Terminal tasks deleted by retention (TASKFLOW_RETENTION) by this instance.",
+            registry=r,
+        )
         self._http_children: dict[tuple[str, str, int], Histogram] = {}
 
     def http_latency(self, route: str, method: str, code: int) -> Histogram:

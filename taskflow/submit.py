@@ -73,10 +73,17 @@ class Tally:
             self.errors.append(error)
 
 
-async def post_one(url: str, body: bytes, key: str | None) -> int:
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The `Authorization` header for `token` (none without one)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def post_one(url: str, body: bytes, key: str | None, token: str | None = None) -> int:
     """POST one task and print the answer; 0 when it was created or found."""
     try:
-        async with ClientSession(timeout=ClientTimeout(total=30)) as session:
+        async with ClientSession(
+            timeout=ClientTimeout(total=30), headers=auth_headers(token)
+        ) as session:
             status, text = await _post(session, url, body, key)
     except (ClientError, TimeoutError) as exc:
         print(f"taskflow: cannot reach {url}: {exc}", file=sys.stderr)
@@ -93,12 +100,14 @@ async def _post(session: ClientSession, url: str, body: bytes, key: str | None) 
         return response.status, await response.text()
 
 
-async def publish_one(url: str, queue: str, body: bytes, key: str | None) -> int:
+async def publish_one(
+    url: str, queue: str, body: bytes, key: str | None, *, queue_type: str = "classic"
+) -> int:
     """Publish one task message and print its `message_id`; 0 once the broker confirmed."""
     message_id = key or str(uuid.uuid4())
     outcome: list[str | None] = []
     try:
-        await publish_tasks(url, queue, [(body, message_id)], outcome.append)
+        await publish_tasks(url, queue, [(body, message_id)], outcome.append, queue_type)
     except Exception as exc:  # any failure to connect or declare: report, do not trace
         print(f"taskflow: cannot publish to RabbitMQ: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -109,7 +118,9 @@ async def publish_one(url: str, queue: str, body: bytes, key: str | None) -> int
     return 0
 
 
-async def post_many(url: str, bodies: Iterable[bytes], total: int, key: str | None) -> int:
+async def post_many(
+    url: str, bodies: Iterable[bytes], total: int, key: str | None, token: str | None = None
+) -> int:
     """POST many tasks, `HTTP_WINDOW` at a time, with a progress bar; print a summary."""
     progress = ProgressBar(total, "POST /tasks")
     tally = Tally()
@@ -128,14 +139,22 @@ async def post_many(url: str, bodies: Iterable[bytes], total: int, key: str | No
                     tally.add("failed", f"HTTP {status}: {text[:300]}")
             progress.advance()
 
-    async with ClientSession(timeout=ClientTimeout(total=60)) as session:
+    async with ClientSession(
+        timeout=ClientTimeout(total=60), headers=auth_headers(token)
+    ) as session:
         await asyncio.gather(*(post_some(session) for _ in range(HTTP_WINDOW)))
     progress.close()
     return _summary(tally, {"via": "http", "url": url})
 
 
 async def publish_many(
-    url: str, queue: str, bodies: Iterable[bytes], total: int, key: str | None
+    url: str,
+    queue: str,
+    bodies: Iterable[bytes],
+    total: int,
+    key: str | None,
+    *,
+    queue_type: str = "classic",
 ) -> int:
     """Publish many task messages with confirms and a progress bar; print a summary."""
     progress = ProgressBar(total, f"publish to {queue}")
@@ -147,7 +166,7 @@ async def publish_many(
 
     ids = (k or str(uuid.uuid4()) for k in keys(key, total))
     try:
-        await publish_tasks(url, queue, zip(bodies, ids, strict=False), sent)
+        await publish_tasks(url, queue, zip(bodies, ids, strict=False), sent, queue_type)
     except Exception as exc:  # any failure to connect or declare: report, do not trace
         progress.close()
         print(f"taskflow: cannot publish to RabbitMQ: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -30,6 +30,14 @@ IDEMPOTENCY_KEY_MAX = 200
 MAX_BODY_BYTES = 256 * 1024
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Integers are kept exactly from the request to PostgreSQL (jsonb) and back within the
+# range of 64-bit integers, signed or not (what orjson reads and writes as integers).
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+# orjson reads an integer literal beyond that range as a float, silently changing it. An
+# integer of 18 digits or fewer is always in range, so only a body with a run of 19 or
+# more digits is read again by the standard library, which keeps every integer exact.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_DIGITS_MAX = 4000  # what the standard library converts (4300) with room to spare
 
 
 def _reject_constant(name: str) -> Any:
@@ -43,12 +51,23 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _exact_int(text: str) -> int:
+    if len(text) > _INT_DIGITS_MAX:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
 def decode_json(raw: bytes) -> Any:
-    """Parse strict JSON (RFC 8259, UTF-8); raise `InvalidJson` with a reason."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
+    """Parse strict JSON (RFC 8259, UTF-8); raise `InvalidJson` with a reason.
+
+    Integers are exact: one beyond 64 bits is returned as a Python int (that
+    `unstorable` refuses), never as a float approximating it.
+    """
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     # orjson refuses lone surrogate escapes; the standard library accepts them, so a body
     # that only has those is valid JSON and gets the precise 422 from the schema instead.
     try:
@@ -56,7 +75,12 @@ def decode_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidJson(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_exact_int,
+        )
     except ValueError as exc:
         raise InvalidJson(f"body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -67,7 +91,8 @@ def unstorable(value: Any) -> str | None:
     """Describe the first thing in `value` PostgreSQL cannot store as JSON, or None.
 
     That is a NUL character or a lone surrogate in a string or key, a number that is
-    not finite, or objects and arrays nested more than `PAYLOAD_MAX_DEPTH` levels deep.
+    not finite, an integer beyond 64 bits (`INT_MIN`..`INT_MAX`), or objects and arrays
+    nested more than `PAYLOAD_MAX_DEPTH` levels deep.
     The walk is iterative: a deep document cannot exhaust the stack.
     """
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -80,6 +105,11 @@ def unstorable(value: Any) -> str | None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return "number that is not finite"
+        elif isinstance(item, int):
+            if not INT_MIN <= item <= INT_MAX:
+                digits = str(item)
+                shown = digits if len(digits) <= 30 else f"{digits[:30]}… ({len(digits)} digits)"
+                return f"integer beyond 64 bits ({shown})"
         elif isinstance(item, dict | list):
             if depth > PAYLOAD_MAX_DEPTH:
                 return f"value nested deeper than {PAYLOAD_MAX_DEPTH} levels"
@@ -95,7 +125,8 @@ def storable(value: Any) -> None:
     """marshmallow validator: refuse what `unstorable` finds."""
     problem = unstorable(value)
     if problem:
-        raise ma.ValidationError(f"Contains a {problem}, which cannot be stored.")
+        article = "an" if problem[0] in "aeiou" else "a"
+        raise ma.ValidationError(f"Contains {article} {problem}, which cannot be stored.")
 
 
 def _payload_size(value: dict[str, Any]) -> None:

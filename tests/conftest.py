@@ -13,13 +13,16 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
+from taskflow.api.protocol import TaskflowRunner
 from taskflow.app import create_app
 from taskflow.config import Settings
 from taskflow.db.migrate import apply_pending
@@ -30,7 +33,9 @@ ADMIN_URL = os.environ.get(
 AMQP_URL = os.environ.get("TASKFLOW_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TEMPLATE = f"taskflow_template_{os.getpid()}"
 
-AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+AiohttpClient = Callable[
+    [web.Application | TestServer], Awaitable[TestClient[web.Request, web.Application]]
+]
 
 
 def database_url(name: str) -> str:
@@ -90,6 +95,13 @@ def settings(db_url: str) -> Settings:
     )
 
 
+class TaskflowTestServer(TestServer):
+    """aiohttp's `TestServer` with `taskflow serve`'s runner (parser errors as JSON)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return TaskflowRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 def make_client(
     db_url: str,
@@ -101,7 +113,7 @@ def make_client(
     """
 
     async def make(settings: Settings) -> TestClient[web.Request, web.Application]:
-        return await aiohttp_client(create_app(settings, poll_s=0.05))
+        return await aiohttp_client(TaskflowTestServer(create_app(settings, poll_s=0.05)))
 
     return make
 

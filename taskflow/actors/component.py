@@ -4,7 +4,8 @@
 and an `on_shutdown` hook that makes it stop taking work as soon as the process is told
 to stop, while aiohttp still answers the requests in flight. Besides the actors the
 pipeline supervises two loops: the process's event listener (whose notifications wake
-the dispatcher), and the refresh of the per-status gauges.
+the dispatcher), and the refresh of the per-status gauges; and, unless
+`TASKFLOW_RETENTION=0`, the retention pruner.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from taskflow.db.listener import EVENTS_CHANNEL
 from taskflow.db.store import TaskStore
 from taskflow.errors import StoreUnavailable, TaskflowError
 from taskflow.metrics import METRICS, Metrics
+from taskflow.retention import retention_loops
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,7 @@ def setup(
             {
                 "event-listener": listener.run(),
                 "statistics": refresh_statistics(store, metrics, stats_s),
+                **retention_loops(store, metrics, settings.retention_s),
             }
         )
         try:

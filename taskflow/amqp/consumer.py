@@ -24,9 +24,9 @@ import aiormq
 import structlog
 from aio_pika.abc import (
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
-    AbstractRobustQueue,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
@@ -41,6 +41,7 @@ from taskflow.amqp.messages import (
     dead_letter_name,
     task_from_message,
 )
+from taskflow.amqp.queues import QueueTypeConflict, declare_queue
 from taskflow.amqp.state import CONSUMER_STATE, ConsumerPhase, ConsumerState
 from taskflow.backoff import Backoff
 from taskflow.config import SETTINGS, Settings, mask_url
@@ -93,6 +94,7 @@ class Consumer:
         self._url = settings.amqp_url
         self._queue_name = settings.amqp_queue
         self._dead_name = dead_letter_name(settings.amqp_queue)
+        self._queue_type = settings.amqp_queue_type
         self._prefetch = prefetch_for(settings.queue_size)
         self._pipeline = pipeline
         self._metrics = metrics
@@ -100,7 +102,7 @@ class Consumer:
         self._reconnect_interval = reconnect_interval
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
-        self._queue: AbstractRobustQueue | None = None
+        self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._acks: _ChannelAcks | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -147,6 +149,17 @@ class Consumer:
                 continue
             try:
                 await self._start(connection)
+            except QueueTypeConflict as exc:
+                # Retrying cannot help: stop consuming for good and say why, once.
+                self._set(ConsumerPhase.STOPPED, exc.message)
+                log.error(
+                    "amqp.queue_type_conflict",
+                    error=exc.message,
+                    **exc.details,
+                )
+                self._connection = None
+                await _close(connection)
+                return
             except Exception as exc:  # e.g. the connection dropped meanwhile
                 self._set(ConsumerPhase.DISCONNECTED, f"{type(exc).__name__}: {exc}")
                 log.warning("could not start consuming; retrying", error=str(exc))
@@ -180,8 +193,8 @@ class Consumer:
         # Dead letters go out on a channel of their own, with confirms: a channel error
         # there cannot take the deliveries of the consuming channel with it.
         self._publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.declare_queue(self._dead_name, durable=True)
-        queue = await channel.declare_queue(self._queue_name, durable=True)
+        await declare_queue(channel, self._dead_name, self._queue_type)
+        queue = await declare_queue(channel, self._queue_name, self._queue_type)
         self._queue = queue
         self._consumer_tag = await queue.consume(self._on_message, no_ack=False)
         self._set(ConsumerPhase.CONSUMING)
@@ -189,6 +202,7 @@ class Consumer:
             "consuming from RabbitMQ",
             queue=self._queue_name,
             dead_letter_queue=self._dead_name,
+            queue_type=self._queue_type,
             prefetch=self._prefetch,
             url=mask_url(self._url),
         )

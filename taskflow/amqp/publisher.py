@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 import aio_pika
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
+from taskflow.amqp.queues import declare_queue
+
 WINDOW = 256
 CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 30.0
@@ -34,17 +36,19 @@ async def publish_tasks(
     queue: str,
     messages: Iterable[tuple[bytes, str]],
     on_sent: Callable[[str | None], None],
+    queue_type: str = "classic",
 ) -> None:
     """Publish `(body, message_id)` pairs to `queue`, up to `WINDOW` awaiting confirms.
 
     `on_sent(None)` follows each confirmed message, `on_sent(error)` each failed one.
-    The durable queue is declared first (as the consumer declares it), so messages sent
-    before the service first ran wait in it. Connection errors propagate.
+    The durable queue is declared first, of `queue_type` as the consumer declares it, so
+    messages sent before the service first ran wait in it. Connection errors and
+    `QueueTypeConflict` propagate.
     """
     connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.declare_queue(queue, durable=True, timeout=CONNECT_TIMEOUT_S)
+        await declare_queue(channel, queue, queue_type)
         exchange = channel.default_exchange
         pending = iter(messages)
 

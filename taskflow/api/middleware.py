@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from taskflow import errors
 from taskflow.metrics import METRICS
@@ -87,6 +88,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 413:
             details["max_bytes"] = MAX_BODY_BYTES
         return error_response(exc.status, code, exc.reason, details, headers)
+    except RequestPayloadError:
+        # The parser refused the body while the handler read it (bad chunked encoding,
+        # a connection cut short): the client's doing. aiohttp's message quotes no secret
+        # but says little; this one says what to fix.
+        return error_response(
+            400,
+            "bad_request",
+            "the body could not be read: its framing (chunked encoding or "
+            "Content-Length) is broken",
+            {"reason": "RequestPayloadError"},
+        )
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)
         return error_response(500, "internal_error", "internal error; see the service log")

@@ -5,12 +5,14 @@ things that it only does for Swagger 2.0: it drops the `produces` list apigami a
 every operation (OpenAPI 3 has no such field: each response names its content types),
 and it puts the `example=` given to `json_schema` on the request body, where OpenAPI 3
 wants it. The Swagger UI page loads only the assets packaged with aiohttp-apigami, from
-this service, with the online validator badge off (it would call validator.swagger.io).
+this service, with the online validator badge off (it would call validator.swagger.io),
+and is started by a script file of taskflow's (the page's CSP forbids inline scripts).
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -19,12 +21,17 @@ from aiohttp_apigami.constants import API_SPEC_ATTR
 from aiohttp_apigami.swagger_ui import SWAGGER_UI_STATIC_FILES
 
 from taskflow import __version__
+from taskflow.api import auth
+from taskflow.config import Role
 
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 
 DOCS_PATH = "/api/docs"
 DOCUMENT_PATH = "/api/docs/swagger.json"
-STATIC_PATH = "/api/docs/static"
+STATIC_PATH = auth.SWAGGER_STATIC_PATH
+# taskflow's own script for the page (no inline script: the page's CSP forbids them).
+ASSETS_PATH = auth.SWAGGER_ASSETS_PATH
+ASSETS_DIR = Path(__file__).with_name("swagger")
 
 DESCRIPTION = """\
 Durable tasks over HTTP and RabbitMQ, kept in PostgreSQL.
@@ -54,18 +61,7 @@ _PAGE = f"""<!DOCTYPE html>
 <body>
   <div id="swagger-ui"></div>
   <script src="{STATIC_PATH}/swagger-ui-bundle.js"></script>
-  <script>
-    window.onload = function () {{
-      window.ui = SwaggerUIBundle({{
-        url: "{DOCUMENT_PATH}",
-        dom_id: "#swagger-ui",
-        deepLinking: true,
-        validatorUrl: null,
-        presets: [SwaggerUIBundle.presets.apis],
-        layout: "BaseLayout",
-      }});
-    }};
-  </script>
+  <script src="{ASSETS_PATH}/swagger-initializer.js"></script>
 </body>
 </html>
 """
@@ -109,6 +105,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get(DOCS_PATH, swagger_ui, allow_head=False)
     app.router.add_get(DOCUMENT_PATH, openapi_document, allow_head=False)
     app.router.add_static(STATIC_PATH, SWAGGER_UI_STATIC_FILES)
+    app.router.add_static(ASSETS_PATH, ASSETS_DIR)
     with warnings.catch_warnings():
         # aiohttp-apigami 0.9 keeps its spec under a string key (an AppKey from 1.x on).
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
@@ -139,4 +136,66 @@ def _finish(document: dict[str, Any], app: web.Application) -> dict[str, Any]:
             if schema["location"] == "json" and example:
                 operation = document["paths"][route.resource.canonical][route.method.lower()]
                 operation["requestBody"]["content"]["application/json"]["example"] = example
+    _document_security(document, app.router)
     return document
+
+
+def _document_security(spec: dict[str, Any], router: web.UrlDispatcher) -> None:
+    """Declare the bearer scheme in the OpenAPI document `spec`, and each operation's role.
+
+    Swagger UI's "Authorize" then sends the token on every operation that needs one.
+    """
+    components = spec.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(
+        {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token of TASKFLOW_API_TOKENS (roles read ⊂ write ⊂ admin); "
+                "needed only when the service has tokens configured.",
+            },
+            "metricsToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "TASKFLOW_METRICS_TOKEN; needed only when it is set.",
+            },
+        }
+    )
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for route in router.routes():
+        resource = route.resource
+        need = auth.requirement_of(route)
+        operation = (
+            spec["paths"].get(resource.canonical, {}).get(route.method.lower())
+            if resource is not None
+            else None
+        )
+        if operation is None:
+            continue
+        if need is None:
+            need = Role.ADMIN
+        if need is auth.OPEN:
+            operation["security"] = []
+            continue
+        responses = operation.setdefault("responses", {})
+        responses["401"] = {
+            "description": "No token, or not a valid one",
+            "headers": {
+                "WWW-Authenticate": {
+                    "description": '`Bearer`, with `error="invalid_token"` for a wrong one.',
+                    "schema": {"type": "string"},
+                    "required": True,
+                }
+            },
+            **error,
+        }
+        if need is auth.METRICS:
+            operation["security"] = [{}, {"metricsToken": []}]
+            operation["x-taskflow-role"] = "metrics"
+            continue
+        assert isinstance(need, Role)
+        operation["security"] = [{"bearerAuth": []}]
+        operation["x-taskflow-role"] = need.value
+        responses["403"] = {"description": f"The token's role is below {need.value}", **error}
+        note = f"Needs a token with the `{need.value}` role or above (when tokens are set)."
+        operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()

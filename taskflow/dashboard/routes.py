@@ -1,9 +1,9 @@
 """The dashboard's routes: the page (`/dashboard`, `/` redirects there), its static files
 and the statistics it shows (`/stats`, `/stats/rates`).
 
-The page and its static files carry the strict headers of the Security section
-(`SECURITY_HEADERS`): only this origin's scripts and styles, no framing, no sniffing,
-no referrer.
+The page gets the strict headers of the Security section (only this origin's scripts and
+styles, no framing, no sniffing, no referrer) from `taskflow.api.headers`, like every
+response; its static files are open, as the page is (`taskflow.api.auth`).
 """
 
 from __future__ import annotations
@@ -31,15 +31,6 @@ RATE_WINDOW_S = 60.0
 SERIES_BUCKET_S = 15
 SERIES_WINDOW_S = 15 * 60
 STATUSES = ("new", "in_progress", "completed", "failed", "cancelled")
-
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "img-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
 
 _UNAVAILABLE = {
     503: {
@@ -132,14 +123,6 @@ async def rate_series(request: web.Request) -> web.Response:
     return _json({"bucket_s": SERIES_BUCKET_S, "items": items})
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Put the page's security headers on the page and its static files (unless a
-    middleware already set them)."""
-    if request.path == PAGE_PATH or request.path.startswith(STATIC_PATH + "/"):
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-
-
 def setup_routes(app: web.Application) -> None:
     """Add the dashboard's routes to `app`."""
     app.router.add_get("/", root, allow_head=False)
@@ -147,4 +130,3 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/stats", stats, allow_head=False)
     app.router.add_get("/stats/rates", rate_series, allow_head=False)
     app.router.add_static(STATIC_PATH, STATIC_DIR)
-    app.on_response_prepare.append(add_security_headers)

@@ -42,10 +42,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     async with _dsn(app[SETTINGS], app) as dsn:
         await Database.wait_until_reachable(dsn, STARTUP_TIMEOUT_S)
         applied = await migrate(dsn)
-        async with Database.connect(dsn) as db:
+        async with Database.connect(dsn, max_size=app[SETTINGS].db_pool_size) as db:
             app[DATABASE] = db
             app[STORE] = TaskStore(db)
-            app[LISTENER] = EventListener(dsn)
+            app[LISTENER] = EventListener(app[SETTINGS].listen_database_url or dsn)
             log.info(
                 "db.ready",
                 mode=app[DATABASE_MODE],

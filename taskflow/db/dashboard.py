@@ -1,6 +1,6 @@
 """DashboardStore: the queries behind `GET /stats`, the instances registry and `q` search.
 
-Named queries live in `dashboard.sql`, tables in `migrations/0003_instances.sql`. Every
+Named queries live in `dashboard.sql`, tables in `migrations/0004_instances.sql`. Every
 query here reads a few rows per live instance or walks an index range: none grows with
 the number of tasks stored.
 """

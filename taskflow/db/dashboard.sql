@@ -1,4 +1,4 @@
--- Named queries of the operators' dashboard (taskflow.db.dashboard). Tables: migrations/0003.
+-- Named queries of the operators' dashboard (taskflow.db.dashboard). Tables: migrations/0004.
 
 -- name: heartbeat
 -- One statement per heartbeat of instance $1: record it as seen now (inserting it again if

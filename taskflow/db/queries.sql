@@ -167,3 +167,24 @@ UPDATE task_counts c SET n = c.n + summed.delta FROM summed WHERE c.status = sum
 
 -- name: oldest_new
 SELECT min(created_at) FROM tasks WHERE status = 'new';
+
+-- name: prune_lock
+-- Retention: one batch at a time across every instance. A transaction-level lock, so that
+-- it works through a transaction-mode pooler and a crash cannot leave it held.
+SELECT pg_try_advisory_xact_lock(7204563210);
+
+-- name: prune_finished
+-- Retention: delete up to $2 terminal tasks whose finished_at is more than $1 seconds old,
+-- oldest first; their history goes with them (ON DELETE CASCADE), their idempotency key
+-- is a column of the row. The predicate is the one of the partial index tasks_prune_idx.
+WITH doomed AS (
+    SELECT id FROM tasks
+    WHERE status IN ('completed', 'failed', 'cancelled')
+      AND finished_at < now() - make_interval(secs => $1::integer)
+    ORDER BY finished_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM tasks t USING doomed WHERE t.id = doomed.id RETURNING 1
+)
+SELECT count(*) FROM gone;

@@ -19,6 +19,9 @@ import asyncpg
 from taskflow.db.connector import CALL_TIMEOUT_S, Database
 from taskflow.models import Claim, NewTask, Outcome, Source, Status, StatusEvent, Task
 
+# A retention batch deletes a few thousand rows and their history: more than one call.
+PRUNE_TIMEOUT_S = 30.0
+
 FAR_FUTURE = datetime.fromisoformat("9999-12-31T23:59:59+00:00")
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
 
@@ -179,6 +182,21 @@ class TaskStore:
     async def fold_counts(self) -> None:
         """Fold the per-statement count deltas into the per-status totals (one instance)."""
         await self._fetch("fold_task_counts")
+
+    async def prune_finished(self, retention_s: int, limit: int) -> int | None:
+        """Delete up to `limit` terminal tasks finished more than `retention_s` ago.
+
+        One short transaction, which first takes the prune lock: None (nothing deleted)
+        when another instance holds it, else how many tasks were deleted.
+        """
+        q = self.db.queries
+        async with self.db.connection() as conn, conn.transaction():
+            if not await conn.fetchval(q["prune_lock"], timeout=PRUNE_TIMEOUT_S):
+                return None
+            deleted: int = await conn.fetchval(
+                q["prune_finished"], retention_s, limit, timeout=PRUNE_TIMEOUT_S
+            )
+            return deleted
 
     async def oldest_new(self) -> datetime | None:
         """When the oldest task still `new` was created, or None."""

@@ -14,12 +14,11 @@ from typing import Any, Protocol
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
-from aiohttp.typedefs import Handler
 from playwright.async_api import Page, expect
 
+from taskflow.api.headers import PAGE_CSP
 from taskflow.app import create_app
-from taskflow.config import Settings
-from taskflow.dashboard.routes import SECURITY_HEADERS
+from taskflow.config import Role, Settings
 from tests.integration.dashboard_browser import PHONE, open_dashboard, wait_live
 
 
@@ -75,16 +74,18 @@ async def test_every_view_loads_under_the_csp_with_no_errors(
     await wait_status(server, done["id"], "completed")
     async with ClientSession() as session:
         page_response = await session.get(server.make_url("/dashboard"))
-        for name, value in SECURITY_HEADERS.items():
-            assert page_response.headers[name] == value
+        assert page_response.headers["X-Content-Type-Options"] == "nosniff"
+        assert page_response.headers["Referrer-Policy"] == "no-referrer"
         csp = page_response.headers["Content-Security-Policy"]
+        assert csp == PAGE_CSP
+        assert "default-src 'self'" in csp
         assert "unsafe-inline" not in csp
         assert "unsafe-eval" not in csp
         assert "frame-ancestors 'none'" in csp
         script = await session.get(server.make_url("/dashboard/static/main.js"))
         assert script.status == 200
-        assert script.headers["Content-Security-Policy"] == csp
         assert script.headers["X-Content-Type-Options"] == "nosniff"
+        assert script.content_type == "text/javascript"
         root = await session.get(server.make_url("/"), allow_redirects=False)
         assert root.status == 302
         assert root.headers["Location"] == "/dashboard"
@@ -266,43 +267,41 @@ async def test_task_text_is_shown_as_text(
 async def test_a_401_asks_for_a_token_kept_for_the_tab(
     settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
-    """With a stand-in for the bearer-token middleware: every call but the page needs one."""
-    token = "s3cret-token"
-    seen: list[tuple[str, str]] = []
+    """With TASKFLOW_API_TOKENS set, the page (open) asks for a token on the first 401."""
+    reader = "read-token-1"
+    server = await serve(aiohttp_server, replace(settings, api_tokens=((Role.READ, reader),)))
+    async with ClientSession() as session:
+        assert (await session.get(server.make_url("/dashboard"))).status == 200
+        assert (await session.get(server.make_url("/dashboard/static/main.js"))).status == 200
+        for path in ("/stats", "/stats/rates", "/tasks", "/events"):
+            refused = await session.get(server.make_url(path))
+            assert refused.status == 401, path
+            assert refused.headers["WWW-Authenticate"].startswith("Bearer"), path
 
-    @web.middleware
-    async def bearer_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/dashboard" or request.path.startswith("/dashboard/"):
-            return await handler(request)
-        sent = request.headers.get("Authorization", "")
-        seen.append((request.path_qs, sent))
-        if sent != f"Bearer {token}":
-            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
-
-    app = create_app(settings, poll_s=0.05)
-    app.middlewares.append(bearer_only)
-    server = await aiohttp_server(app)
+    seen: list[tuple[str, str | None]] = []
     async with open_dashboard(str(server.make_url("/dashboard"))) as (page, problems):
+        page.on(
+            "request",
+            lambda request: seen.append((request.url, request.headers.get("authorization"))),
+        )
         dialog = page.locator("#token-dialog")
         await expect(dialog).to_be_visible()
         await page.screenshot(path=tmp_path / "token.png")
         await page.locator("#token-input").fill("wrong")
         await page.locator("#token-input").press("Enter")
         await expect(page.locator("#token-text")).to_contain_text("not accepted")
-        await page.locator("#token-input").fill(token)
+        await page.locator("#token-input").fill(reader)
         await page.locator("#token-input").press("Enter")
         await expect(dialog).to_be_hidden()
         await wait_live(page)
         await expect(page.locator("#instances tr")).to_have_count(1)
-        kept = await page.evaluate("sessionStorage.getItem('taskflow.token')")
-        assert kept == token
+        assert await page.evaluate("sessionStorage.getItem('taskflow.token')") == reader
         assert await page.evaluate("document.cookie") == ""
         assert all("401" in message for message in problems.console), problems
         assert not problems.errors
         assert not problems.dialogs
-    assert ("/events", f"Bearer {token}") in seen
-    assert all(token not in path for path, _ in seen)
+    assert any(url.endswith("/events") and auth == f"Bearer {reader}" for url, auth in seen)
+    assert all(reader not in url for url, _ in seen)
 
 
 async def test_a_lost_stream_is_shown_and_resumed_with_nothing_missed(

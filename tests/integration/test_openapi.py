@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
+from taskflow.api.auth import OPEN, ROUTE_ROLES, requirement_of
 from taskflow.app import create_app
-from taskflow.config import Settings
+from taskflow.config import Role, Settings
 from tests.integration.support import run_command
 
 Client = TestClient[web.Request, web.Application]
@@ -31,8 +33,10 @@ CHECKS = ",".join(
         "missing_required_header",
         "unsupported_method",
         "allow_header_conformance",
+        "ignored_auth",
     ]
 )
+TOKEN = "schemathesis-admin-token"
 OPERATIONS = {
     ("post", "/tasks"),
     ("get", "/tasks"),
@@ -105,7 +109,9 @@ async def test_document_details_of_the_task_routes(client: Client) -> None:
     body = create["requestBody"]
     assert body["required"] is True
     assert body["content"]["application/json"]["example"]["title"]
-    assert set(create["responses"]) == {"200", "201", "400", "409", "413", "415", "422", "503"}
+    assert set(create["responses"]) == {
+        "200", "201", "400", "401", "403", "409", "413", "415", "422", "503"
+    }  # fmt: skip
     assert create["responses"]["201"]["headers"]["Location"]["required"] is True
     (header,) = create["parameters"]
     assert header["in"] == "header"
@@ -144,19 +150,52 @@ async def test_document_details_of_the_task_routes(client: Client) -> None:
         assert schema in doc["components"]["schemas"]
 
 
+async def test_document_declares_the_bearer_scheme_and_each_role(client: Client) -> None:
+    doc = await document(client)
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
+    routes = {
+        (route.method.lower(), route.resource.canonical): route
+        for route in client.app.router.routes()
+        if route.resource is not None
+    }
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            need = requirement_of(routes[method, path])
+            assert need is not None, (method, path)
+            assert need in ROUTE_ROLES.values()
+            if need is OPEN:
+                assert op["security"] == [], (method, path)
+            elif isinstance(need, Role):
+                assert op["security"] == [{"bearerAuth": []}], (method, path)
+                assert op["x-taskflow-role"] == need.value
+                assert need.value in op["description"]
+                assert {"401", "403"} <= set(op["responses"]), (method, path)
+                challenge = op["responses"]["401"]["headers"]["WWW-Authenticate"]
+                assert challenge["required"] is True
+            else:  # /metrics: open unless TASKFLOW_METRICS_TOKEN is set
+                assert op["security"] == [{}, {"metricsToken": []}], (method, path)
+    assert doc["paths"]["/tasks"]["post"]["x-taskflow-role"] == "write"
+    assert doc["paths"]["/tasks"]["get"]["x-taskflow-role"] == "read"
+    assert doc["paths"]["/health/ready"]["get"]["security"] == []
+
+
 async def test_schemathesis_finds_nothing(
     settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
     """Fuzz every operation of the live service (real PostgreSQL) with schemathesis.
 
     Positive and negative cases, 50 per operation and phase, deterministic; a JUnit
-    report is kept in the test's tmp dir.
+    report is kept in the test's tmp dir. The service has tokens: schemathesis sends an
+    admin one, and `ignored_auth` checks that a request without it is refused.
     """
-    server = await aiohttp_server(create_app(settings, poll_s=0.05))
+    secured = replace(settings, api_tokens=((Role.ADMIN, TOKEN),))
+    server = await aiohttp_server(create_app(secured, poll_s=0.05))
     url = str(server.make_url("/api/docs/swagger.json"))
     command = [sys.executable, "-m", "schemathesis.cli", "run", url]
     command += ["--checks", CHECKS, "--max-examples", "50", "--generation-deterministic"]
     command += ["--workers", "1", "--request-timeout", "20", "--no-color"]
+    command += ["--header", f"Authorization: Bearer {TOKEN}"]
     command += ["--report", "junit", "--report-dir", str(tmp_path)]
     code, out, err = await run_command(
         *command, env={"NO_COLOR": "1", "COLUMNS": "120"}, cwd=tmp_path, timeout=100

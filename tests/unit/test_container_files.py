@@ -92,6 +92,17 @@ def test_prometheus_scrapes_every_replica_on_the_metrics_route() -> None:
     assert volume.startswith("./deploy/prometheus.yml:/etc/prometheus/prometheus.yml")
 
 
+def test_prometheus_sends_the_metrics_token_that_taskflow_expects() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "taskflow"]
+    assert job["authorization"]["type"] == "Bearer"
+    path = job["authorization"]["credentials_file"]
+    volumes = compose()["services"]["prometheus"]["volumes"]
+    (source,) = [v.split(":")[0] for v in volumes if v.split(":")[1] == path]
+    token = (ROOT / source).read_text().strip()
+    assert Settings.from_env(taskflow_env()).metrics_token == token
+
+
 def test_dockerfile_runs_taskflow_unprivileged_and_probes_liveness() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     healthcheck = re.search(r"^HEALTHCHECK .*?CMD (.+)$", dockerfile, re.MULTILINE | re.DOTALL)
@@ -103,3 +114,65 @@ def test_dockerfile_runs_taskflow_unprivileged_and_probes_liveness() -> None:
     assert re.search(r"^USER 10001:10001$", dockerfile, re.MULTILINE)
     assert "TASKFLOW_HOST=0.0.0.0" in dockerfile
     assert re.search(rf"^EXPOSE {Settings().port}$", dockerfile, re.MULTILINE)
+
+
+def test_prometheus_loads_the_alerting_rules() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]  # relative to prometheus.yml
+    volumes = compose()["services"]["prometheus"]["volumes"]
+    assert "./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in volumes
+    rules = yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert alerts == {
+        "TaskflowNoInstanceUp",
+        "TaskflowBacklogStale",
+        "TaskflowDeadLettersRising",
+        "TaskflowFencedWritesRising",
+        "TaskflowLeaseRecoveriesRising",
+        "TaskflowDatabaseUnreachable",
+    }
+
+
+def test_taskflow_services_can_be_scaled() -> None:
+    services = compose()["services"]
+    for name in ("taskflow", "taskflow-cluster"):
+        service = services[name]
+        assert "container_name" not in service, name  # one fixed name: one replica only
+        (published,) = service["ports"]
+        assert re.fullmatch(r"127\.0\.0\.1:\d+-\d+:8000", published), name  # a host-port range
+
+
+def test_the_cluster_profile_runs_three_rabbitmq_nodes_and_taskflow_on_quorum_queues() -> None:
+    services = compose()["services"]
+    conf = (ROOT / "deploy" / "rabbitmq" / "cluster.conf").read_text()
+    assert "cluster_formation.peer_discovery_backend = classic_config" in conf
+    peers = re.findall(r"^cluster_formation\.classic_config\.nodes\.\d+ = (\S+)$", conf, re.M)
+    nodes = [f"rabbitmq-{i}" for i in (1, 2, 3)]
+    assert peers == [f"rabbit@{node}" for node in nodes]
+
+    cookies = set()
+    for node in nodes:
+        service = services[node]
+        assert service["profiles"] == ["cluster"]
+        assert service["hostname"] == node  # the node name in the peer list
+        assert "rabbitmq-cluster" in service["networks"]["default"]["aliases"]
+        assert any(
+            v.endswith(":/etc/rabbitmq/conf.d/20-cluster.conf:ro") for v in service["volumes"]
+        )
+        assert any(v.endswith(":/var/lib/rabbitmq") for v in service["volumes"])  # its own data
+        cookies.add(service["environment"]["ERLANG_COOKIE"])
+        assert "$$ERLANG_COOKIE" in " ".join(service["entrypoint"])
+    assert len(cookies) == 1  # one shared Erlang cookie
+
+    cluster = services["taskflow-cluster"]
+    assert cluster["profiles"] == ["cluster"]
+    env = {k: str(v) for k, v in cluster["environment"].items() if v is not None}
+    settings = Settings.from_env(env)
+    assert settings.amqp_queue_type == "quorum"
+    assert urlsplit(settings.amqp_url).hostname == "rabbitmq-cluster"
+    assert settings.database_url == Settings.from_env(taskflow_env()).database_url
+    for node in nodes:
+        assert cluster["depends_on"][node]["condition"] == "service_healthy"
+    assert "taskflow" in cluster["networks"]["default"]["aliases"]  # scraped as `taskflow`
+    # Without the profile, nothing of the cluster runs.
+    assert all("profiles" not in services[name] for name in ("postgres", "rabbitmq", "taskflow"))

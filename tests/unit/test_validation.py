@@ -244,3 +244,18 @@ def test_the_deepest_payload_accepted_can_be_stored_and_fingerprinted() -> None:
     assert new.payload == payload
     assert len(new.fingerprint()) == 32
     assert orjson.loads(orjson.dumps(new.payload)) == payload
+
+
+# -- integers beyond 64 bits -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30, 2**64 - 1, -(2**63)])
+def test_decoding_keeps_every_integer_exact(number: int) -> None:
+    decoded = decode_json(b'{"n": %d, "s": "1234567890123456789012"}' % number)
+    assert decoded == {"n": number, "s": "1234567890123456789012"}
+    assert type(decoded["n"]) is int
+
+
+def test_an_integer_of_thousands_of_digits_is_invalid_json_not_a_crash() -> None:
+    with pytest.raises(InvalidJson, match="5000 digits"):
+        decode_json(b'{"n": 1' + b"0" * 4999 + b"}")

@@ -1,4 +1,4 @@
--- Migration 3: the dashboard's data: the live instances, their rate samples, and the
+-- Migration 4: the dashboard's data: the live instances, their rate samples, and the
 -- title-prefix index of `GET /tasks?q=`.
 
 -- Every running instance upserts itself at start-up and heartbeats here every few seconds
