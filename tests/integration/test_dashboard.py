@@ -85,7 +85,7 @@ async def test_every_view_loads_under_the_csp_with_no_errors(
         script = await session.get(server.make_url("/dashboard/static/main.js"))
         assert script.status == 200
         assert script.headers["X-Content-Type-Options"] == "nosniff"
-        assert script.content_type == "text/javascript"
+        assert script.content_type in ("text/javascript", "application/javascript")
         root = await session.get(server.make_url("/"), allow_redirects=False)
         assert root.status == 302
         assert root.headers["Location"] == "/dashboard"
