@@ -22,13 +22,14 @@ function niceMax(value) {
 }
 
 function formatRate(value) {
+  if (Number.isInteger(value)) return String(value);
   if (value >= 100) return value.toFixed(0);
   if (value >= 10) return value.toFixed(1);
   return value.toFixed(2).replace(/\.?0+$/, "") || "0";
 }
 
 /** Draw `points` ([{at, <series>: number}]) into `container` as lines for `series`
- * ([{key, label}]); a legend with the latest values goes below. */
+ * ([{key, label}]), with a legend below. */
 export function drawChart(container, points, series) {
   const innerW = WIDTH - PAD.left - PAD.right;
   const innerH = HEIGHT - PAD.top - PAD.bottom;
@@ -77,13 +78,12 @@ export function drawChart(container, points, series) {
 
   const legend = document.createElement("ul");
   legend.className = "legend";
-  const last = points[points.length - 1];
   for (const s of series) {
     const item = document.createElement("li");
     const swatch = document.createElement("span");
     swatch.className = `swatch swatch-${s.key}`;
     swatch.setAttribute("aria-hidden", "true");
-    item.append(swatch, `${s.label}${last ? `: ${formatRate(last[s.key])}/s` : ""}`);
+    item.append(swatch, s.label);
     legend.append(item);
   }
   container.replaceChildren(root, legend);
