@@ -130,8 +130,10 @@ async def test_new_tasks_appear_and_change_status_in_place(
         task = await post(server, "/tasks", {"title": "arrives live"})
         await expect(row(page, task["id"])).to_be_visible(timeout=2000)
         assert time.monotonic() - created_at < 2.0
+        shown = await row(page, task["id"]).element_handle()
         await expect(row(page, task["id"]).locator(".badge")).to_have_text("in progress")
         await expect(row(page, task["id"]).locator(".badge")).to_have_text("completed")
+        assert await shown.evaluate("node => node.isConnected")  # the same row, changed
         assert await page.evaluate("window.notReloaded") is True
         await page.screenshot(path=tmp_path / "tasks-live.png", full_page=True)
 
