@@ -134,6 +134,18 @@ async def test_new_tasks_appear_and_change_status_in_place(
         await expect(row(page, task["id"]).locator(".badge")).to_have_text("in progress")
         await expect(row(page, task["id"]).locator(".badge")).to_have_text("completed")
         assert await shown.evaluate("node => node.isConnected")  # the same row, changed
+
+        # A burst: every task shows, read with a few page requests, not one per task.
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        burst = await asyncio.gather(
+            *(post(server, "/tasks", {"title": f"burst {i}"}) for i in range(30))
+        )
+        await expect(page.locator("#task-rows tr")).to_have_count(31)
+        for task in burst:
+            await expect(row(page, task["id"])).to_be_visible()
+        reads = [url for url in requested if "/tasks" in url]
+        assert 1 <= len(reads) <= 10, reads
         assert await page.evaluate("window.notReloaded") is True
         await page.screenshot(path=tmp_path / "tasks-live.png", full_page=True)
 

@@ -2,7 +2,7 @@
 
 import { actOnMany, CANCELLABLE, confirmAction, RETRYABLE, summarize } from "./actions.js";
 import { api } from "./api.js";
-import { badge, byId, el, fill, formatShort, formatTime } from "./dom.js";
+import { badge, byId, el, fill, formatShort, formatTime, throttle } from "./dom.js";
 
 const PAGE_SIZE = 50;
 
@@ -16,7 +16,9 @@ export class TaskList {
     this.cursor = null; // this page's cursor (null: the first page)
     this.next = null;
     this.rows = new Map(); // task id -> {row, task, seq}
-    this.fetching = new Map(); // task id -> whether to read it again when fetched
+    // New tasks are shown by reading the first page again, at most twice a second
+    // however fast they arrive (one request, not one per task).
+    this.readHead = throttle(() => this.fetchHead(), 500);
     this.selected = new Set();
     this.bind();
   }
@@ -151,39 +153,27 @@ export class TaskList {
       entry.row.classList.toggle("left-filter", left);
       return;
     }
-    if (this.fetching.has(change.task_id)) {
-      this.fetching.set(change.task_id, true);
-      return;
-    }
     const isNew = change.seq === 1 && change.status === "new";
-    if (isNew && this.cursor === null) this.fetchNew(change.task_id);
+    if (isNew && this.cursor === null) this.readHead();
   }
 
-  async fetchNew(id) {
-    this.fetching.set(id, false);
-    let task;
+  /** Read the first page again and put the tasks not shown yet on top, in order. */
+  async fetchHead() {
+    let page;
     try {
-      for (;;) {
-        task = await api(`/tasks/${encodeURIComponent(id)}`);
-        if (!this.fetching.get(id)) break;
-        this.fetching.set(id, false);
-      }
+      page = await api(`/tasks?${this.query()}`);
     } catch {
       return;
-    } finally {
-      this.fetching.delete(id);
     }
-    if (!this.visible || this.cursor !== null || this.rows.has(id) || !this.matches(task)) return;
-    const row = this.row(task);
-    row.classList.add("arrived");
-    byId("task-rows").prepend(row);
-    byId("tasks-empty").hidden = true;
-  }
-
-  matches(task) {
-    if (this.statuses.length && !this.statuses.includes(task.status)) return false;
-    if (!this.q) return true;
-    return task.id === this.q.toLowerCase() || task.title.toLowerCase().startsWith(this.q.toLowerCase());
+    if (!this.visible || this.cursor !== null) return;
+    const body = byId("task-rows");
+    const fresh = page.items.filter((task) => !this.rows.has(task.id));
+    for (const task of fresh.reverse()) {
+      const row = this.row(task);
+      row.classList.add("arrived");
+      body.prepend(row);
+    }
+    if (fresh.length) byId("tasks-empty").hidden = true;
   }
 
   updateBulk() {
