@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 from aiohttp import web
 
 from taskflow.actors.pipeline import Pipeline
-from taskflow.db.dashboard import RATE_KINDS, DashboardStore, Heartbeat
+from taskflow.db.dashboard import RATE_KINDS, Heartbeat
 from taskflow.errors import TaskflowError
 from taskflow.metrics import Metrics
 
@@ -56,12 +57,24 @@ def committed_changes(metrics: Metrics) -> dict[str, float]:
     return changes
 
 
+class RegistryStore(Protocol):
+    """What the registry needs of PostgreSQL (`DashboardStore` in production)."""
+
+    async def heartbeat(self, beat: Heartbeat, forget_after_s: float, keep_s: float) -> int:
+        """Record `beat`; return how many long-gone instances were deleted."""
+        ...
+
+    async def deregister(self, instance_id: str) -> None:
+        """Remove an instance."""
+        ...
+
+
 class InstanceRegistry:
     """Keeps this instance's row in the registry fresh until stopped."""
 
     def __init__(
         self,
-        store: DashboardStore,
+        store: RegistryStore,
         pipeline: Pipeline,
         metrics: Metrics,
         *,
