@@ -349,3 +349,24 @@ async def test_a_lost_stream_is_shown_and_resumed_with_nothing_missed(
         assert any("last-event-id" in headers for headers in streams), streams
         assert all("ERR_CONNECTION_REFUSED" in m for m in problems.console), problems
         assert not problems.errors
+
+
+async def test_keyset_pages_forward_and_back(
+    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    server = await serve(aiohttp_server, settings)
+    for i in range(53):
+        await post(server, "/tasks", {"title": f"page task {i:02d}"})
+    async with open_dashboard(str(server.make_url("/dashboard#/tasks"))) as (page, problems):
+        titles = page.locator("#task-rows a.title")
+        await expect(titles).to_have_count(50)
+        await expect(titles.first).to_have_text("page task 52")
+        await expect(page.locator("#page-prev")).to_be_disabled()
+        await page.locator("#page-next").click()
+        await expect(titles).to_have_text(["page task 02", "page task 01", "page task 00"])
+        await expect(page.locator("#page-next")).to_be_disabled()
+        await page.screenshot(path=tmp_path / "page-2.png", full_page=True)
+        await page.locator("#page-prev").click()
+        await expect(titles).to_have_count(50)
+        await expect(titles.last).to_have_text("page task 03")
+        assert not problems, problems
