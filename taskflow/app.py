@@ -53,13 +53,14 @@ def create_app(
     metrics.setup(app)
     tasks.setup_routes(app)
     operations.setup_routes(app)
-    dashboard.setup(app)
+    dashboard.setup_routes(app)
     openapi.setup(app)  # last of the routes: it documents those above
     auth.setup(app, settings)
     headers.setup(app)
     app[APISPEC_PARSER] = TaskflowParser()
     database.setup(app)
     pipeline.setup(app, on_failure=on_failure, poll_s=poll_s, stats_s=stats_s)
+    dashboard.setup(app)  # after the pipeline: it reports the pipeline's processors
     if amqp:
         consumer.setup(app)  # after the pipeline: on shutdown it stops before the pipeline drains
     return app

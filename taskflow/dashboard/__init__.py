@@ -1,13 +1,17 @@
 """The operators' dashboard: the page, its statistics and the instances registry.
 
-`setup(app)` adds the routes and runs this instance's heartbeat from start-up (once the
-pipeline exists) to shutdown, as a named task that is restarted if it ever crashes.
+`setup_routes(app)` adds the page, its static files and `/stats` (before `openapi.setup`,
+which documents them); `setup(app)` runs this instance's heartbeat while the app runs,
+as a `cleanup_ctx` entered after the pipeline's (it reports the pipeline's processors)
+and left before it: a stopping instance keeps reporting while it drains, then removes
+itself from the registry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -21,36 +25,28 @@ from taskflow.db.dashboard import DashboardStore
 from taskflow.errors import TaskflowError
 from taskflow.metrics import METRICS
 
-__all__ = ["REGISTRY", "setup"]
+__all__ = ["REGISTRY", "setup", "setup_routes"]
 
 log = structlog.get_logger(__name__)
 
-_HEARTBEAT_TASK = web.AppKey("instance_heartbeat", asyncio.Task[None])
-
 
 async def _supervised(registry: InstanceRegistry) -> None:
+    """The heartbeat loop, restarted (after a pause) if it ever crashes."""
     while True:
         await asyncio.sleep(registry.interval_s)
         try:
             await registry.run()
         except Exception:
-            log.exception("heartbeat crashed, restarting")
-            await asyncio.sleep(registry.interval_s)
+            log.exception("dashboard.heartbeat_crashed", instance=registry.instance_id)
 
 
 def setup(app: web.Application, *, heartbeat_s: float = HEARTBEAT_S) -> None:
-    """Add the dashboard to `app`: routes now, the heartbeat between start-up and shutdown.
+    """Register this instance and heartbeat while `app` runs (call after the pipeline's
+    `setup`)."""
 
-    Call it before `openapi.setup` (which documents the routes). The heartbeat starts in
-    `on_startup`, which runs after every `cleanup_ctx` has entered (so the pipeline
-    exists), and stops in `on_shutdown`, before any of them is left.
-    """
-    setup_routes(app)
-
-    async def start(app: web.Application) -> None:
-        store = DashboardStore(app[DATABASE])
+    async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
         registry = InstanceRegistry(
-            store,
+            DashboardStore(app[DATABASE]),
             app[PIPELINE],
             app[METRICS],
             queue_capacity=app[SETTINGS].queue_size,
@@ -60,17 +56,14 @@ def setup(app: web.Application, *, heartbeat_s: float = HEARTBEAT_S) -> None:
         try:  # listed at once, not only after the first interval
             await registry.beat_once()
         except TaskflowError as exc:
-            log.warning("heartbeat failed", error=str(exc))
-        app[_HEARTBEAT_TASK] = asyncio.create_task(_supervised(registry), name="instance-heartbeat")
+            log.warning("dashboard.heartbeat_failed", error=str(exc))
+        task = asyncio.create_task(_supervised(registry), name="instance-heartbeat")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await registry.deregister()
 
-    async def stop(app: web.Application) -> None:
-        task = app.get(_HEARTBEAT_TASK)
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await app[REGISTRY].deregister()
-
-    app.on_startup.append(start)
-    app.on_shutdown.append(stop)
+    app.cleanup_ctx.append(heartbeat_ctx)

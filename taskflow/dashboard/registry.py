@@ -124,7 +124,7 @@ class InstanceRegistry:
         gone = await self._store.heartbeat(beat, FORGET_AFTER_S, KEEP_SAMPLES_S)
         self._last_beat, self._last_counts = now, counts
         if gone:
-            log.info("instances forgotten", count=gone)
+            log.info("dashboard.instances_forgotten", count=gone)
 
     async def run(self) -> None:
         """Heartbeat every `interval_s` seconds until cancelled; PostgreSQL errors are
@@ -133,7 +133,7 @@ class InstanceRegistry:
             try:
                 await self.beat_once()
             except TaskflowError as exc:
-                log.warning("heartbeat failed", instance=self._pipeline.owner, error=str(exc))
+                log.warning("dashboard.heartbeat_failed", instance=self.instance_id, error=str(exc))
             await asyncio.sleep(self.interval_s)
 
     async def deregister(self) -> None:
@@ -141,7 +141,7 @@ class InstanceRegistry:
         try:
             await self._store.deregister(self._pipeline.owner)
         except TaskflowError as exc:
-            log.warning("deregister failed", instance=self._pipeline.owner, error=str(exc))
+            log.warning("dashboard.deregister_failed", instance=self.instance_id, error=str(exc))
 
 
 REGISTRY = web.AppKey("instance_registry", InstanceRegistry)
