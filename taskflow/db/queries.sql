@@ -131,7 +131,10 @@ SELECT id, attempts FROM finished
 UNION
 SELECT data.id, data.attempt FROM data CROSS JOIN LATERAL (
     SELECT 1 FROM tasks t
-    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status IN ('completed', 'failed', 'cancelled')
+    -- "Not new nor in progress" rather than the list of terminal statuses: that list is
+    -- the predicate of tasks_prune_idx, and the planner would then scan the partial index
+    -- of every finished task instead of probing the primary key.
+    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status NOT IN ('new', 'in_progress')
     LIMIT 1
 ) AS already_finished;
 
