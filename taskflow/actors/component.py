@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
+from taskflow.actors.cancels import CONTROL_CHANNEL, control_subscriber
 from taskflow.actors.pipeline import Pipeline
 from taskflow.config import SETTINGS
 from taskflow.db.component import LISTENER, STORE
@@ -50,6 +51,10 @@ def setup(
         pipeline = Pipeline(store, settings, metrics, on_failure=on_failure, poll_s=poll_s)
         app[PIPELINE] = pipeline
         listener.subscribe(EVENTS_CHANNEL, _wake_on_new(pipeline))
+        listener.subscribe(
+            CONTROL_CHANNEL,
+            control_subscriber(pipeline.attempts, metrics, pipeline.lease_keeper.renew_now),
+        )
         pipeline.start(
             {
                 "event-listener": listener.run(),
