@@ -170,3 +170,4 @@ class ControlResult:
 
     outcome: ControlOutcome
     task: Task
+    changed: bool = True  # False when the task was left as it was (already cancelled, 409)

@@ -255,7 +255,9 @@ class TaskStore:
                 if outcome is None and round_ < CONTROL_ROUNDS - 1:
                     pending.append(task.id)
                 else:
-                    results[task.id] = ControlResult(outcome or ControlOutcome.CONFLICT, task)
+                    results[task.id] = ControlResult(
+                        outcome or ControlOutcome.CONFLICT, task, row["outcome"] != "unchanged"
+                    )
         return results
 
 

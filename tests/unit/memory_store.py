@@ -300,10 +300,12 @@ class MemoryStore:
                 task = replace(task, cancel_requested_at=requested)
                 self.tasks[task_id] = task
                 outcome = ControlOutcome.CANCEL_REQUESTED
-            elif task.status is Status.CANCELLED:
-                outcome = ControlOutcome.CANCELLED
             else:
-                outcome = ControlOutcome.CONFLICT
+                done = task.status is Status.CANCELLED
+                results[task_id] = ControlResult(
+                    ControlOutcome.CANCELLED if done else ControlOutcome.CONFLICT, task, False
+                )
+                continue
             results[task_id] = ControlResult(outcome, task)
         await self._reply("cancel")
         return results
@@ -324,6 +326,6 @@ class MemoryStore:
                 )
                 results[task_id] = ControlResult(ControlOutcome.RETRIED, task)
             else:
-                results[task_id] = ControlResult(ControlOutcome.CONFLICT, task)
+                results[task_id] = ControlResult(ControlOutcome.CONFLICT, task, False)
         await self._reply("retry")
         return results
