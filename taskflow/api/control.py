@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, json_schema
 
 from taskflow.api.schemas import ErrorSchema, TaskSchema
-from taskflow.api.tasks import TASK_ID_PARAMETER
+from taskflow.api.tasks import RETRY_AFTER_HEADER, TASK_ID_PARAMETER
 from taskflow.db.component import STORE
 from taskflow.errors import StatusConflict, TaskNotFound
 from taskflow.metrics import METRICS, Metrics
@@ -107,7 +107,12 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
         422: "Validation failed; `details` has a message per field",
         503: "PostgreSQL unreachable; see Retry-After",
     }
-    return {code: {"description": texts[code], "schema": ErrorSchema} for code in codes}
+    responses: dict[int, dict[str, Any]] = {
+        code: {"description": texts[code], "schema": ErrorSchema} for code in codes
+    }
+    if 503 in responses:
+        responses[503]["headers"] = RETRY_AFTER_HEADER
+    return responses
 
 
 def _task_id(request: web.Request) -> uuid.UUID:
