@@ -4,11 +4,13 @@ that runs 500 more; how long from the `202` to `cancelled` being committed?
 Instance B (`--cancel-running` + `--cancel-count` attempts of 10 minutes each, 500 + 200
 by default) claims every waiting task; instance A (one processor, nothing left to claim)
 takes the cancels: `--cancel-count` of B's attempts, one after another, so that each is
-measured alone and at least `--cancel-running` attempts run on B throughout. A cancel's
-latency is its task's `finished_at` (set by the statement that commits `cancelled` on B, by PostgreSQL's clock) minus the time its `202`
-arrived (this machine's clock: PostgreSQL and the bench share the host). A commit that
-lands before the `202` has been read counts as 0. Also reported, by PostgreSQL's clock
-alone: from the request's commit (`cancel_requested_at` in the `202` body) to `cancelled`.
+measured alone and at least `--cancel-running` attempts run on B throughout.
+
+A cancel's latency is its task's `finished_at` (set by the statement that commits
+`cancelled` on B, by PostgreSQL's clock) minus the time its `202` arrived (this
+machine's clock: PostgreSQL and the bench share the host). A commit that lands before
+the `202` has been read counts as 0. Also reported, by PostgreSQL's clock alone: from
+the request's commit (`cancel_requested_at` in the `202` body) to `cancelled`.
 """
 
 from __future__ import annotations
