@@ -4,7 +4,8 @@
 and an `on_shutdown` hook that makes it stop taking work as soon as the process is told
 to stop, while aiohttp still answers the requests in flight. Besides the actors the
 pipeline supervises two loops: the process's event listener (whose notifications wake
-the dispatcher), and the refresh of the per-status gauges.
+the dispatcher, and on the control channel stop cancelled attempts), and the refresh of
+the per-status gauges.
 """
 
 from __future__ import annotations
