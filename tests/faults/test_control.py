@@ -11,12 +11,14 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 
 from taskflow_bench.harness import events
 from taskflow_bench.harness.metrics import value
 from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
 from tests.faults.tasks import create_one
+from tests.integration.support import run_taskflow
 
 FINISHED = ("completed", "failed", "cancelled")
 STOPPING = "cancel requested: stopping the attempt"
@@ -383,3 +385,28 @@ async def test_killing_the_holder_of_a_cancel_requested_attempt_ends_it_cancelle
     assert changes(items) == [("new", 0), ("in_progress", 1), ("cancelled", 1)]
     assert items[-1]["reason"] == "gone"
     a.event(LAPSED, task_id=task)
+
+
+async def test_the_cli_cancels_and_retries_and_says_which_ids_failed(fleet: Fleet) -> None:
+    web = await fleet.start("web", processors=1, work_min_s=30.0, work_max_s=30.0)
+    s = fleet.session
+    running = await created(s, web, "running")
+    await wait_status(s, web, running, "in_progress")
+    waiting = await created(s, web, "waiting")
+
+    async def taskflow(*args: str) -> tuple[int, list[dict[str, Any]]]:
+        code, out, err = await run_taskflow(*args, "--url", web.url)
+        assert err == ""
+        return code, [orjson.loads(line) for line in out.splitlines()]
+
+    code, lines = await taskflow("cancel", waiting, running, "--reason", "cli")
+    assert code == 0
+    assert [(x["id"], x["outcome"]) for x in lines] == [
+        (waiting, "cancelled"),
+        (running, "cancel_requested"),
+    ]
+    await wait_status(s, web, running, "cancelled")
+    code, lines = await taskflow("retry", waiting, "nope")
+    assert code == 1  # "nope" is not found
+    assert [x["outcome"] for x in lines] == ["retried", "not_found"]
+    assert (await history(s, web, running))[-1]["reason"] == "cli"
