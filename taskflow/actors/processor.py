@@ -88,7 +88,7 @@ class ProcessorPool(Actor):
         }
         self.all_finished: bool | None = None  # set by finish(): no attempt was abandoned
         self._abandon = asyncio.Event()
-        self._abandoned: asyncio.Future[None] | None = None  # done when `_abandon` is set
+        self._working: set[asyncio.Future[None]] = set()  # the work of running attempts
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -177,21 +177,30 @@ class ProcessorPool(Actor):
             structlog.contextvars.reset_contextvars(**tokens)
 
     async def _work_on(self, claim: Claim, work_s: float) -> None:
-        """The attempt's (emulated) work, in an asyncio task of its own so that a cancel
-        stops this attempt alone. Returns when it is done, cancelled, or abandoned."""
+        """The attempt's (emulated) work: a future that a timer resolves after `work_s`.
+
+        A cancel of the attempt cancels that future (asyncio cancellation of this
+        attempt's work alone: the processor carries on); the shutdown's abandon resolves
+        it early. A future and a timer per attempt, not a task: at thousands of attempts
+        a second, a task and `asyncio.wait` per attempt cost 7 % of the capacity bench.
+        """
         loop = asyncio.get_running_loop()
-        work = loop.create_task(asyncio.sleep(work_s), name=f"attempt-{claim.task_id}")
-        if self._attempts.working(claim, work.cancel):
+        work: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(work_s, _resolve, work)
+        self._working.add(work)
+        if self._abandon.is_set():
+            _resolve(work)
+        elif self._attempts.working(claim, work.cancel):
             work.cancel()  # cancelled before a processor took it
-        if self._abandoned is None:
-            self._abandoned = loop.create_future()
-            if self._abandon.is_set():
-                self._abandoned.set_result(None)
         try:
-            await asyncio.wait((work, self._abandoned), return_when=asyncio.FIRST_COMPLETED)
+            await work
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this processor is being cancelled, not just the attempt's work
         finally:
-            if not work.done():  # abandoned, or this processor is being cancelled
-                work.cancel()
+            timer.cancel()
+            self._working.discard(work)
 
     async def finish(self, grace: Grace) -> None:
         """Let attempts work until `grace.ends`, abandon the rest, wait for the commits.
@@ -201,8 +210,8 @@ class ProcessorPool(Actor):
         """
         self.all_finished = await self.wait_idle(grace.left())
         self._abandon.set()
-        if self._abandoned is not None and not self._abandoned.done():
-            self._abandoned.set_result(None)
+        for work in list(self._working):
+            _resolve(work)
         if not await self.wait_idle(grace.flush_s):
             log.warning("outcomes not committed in time; their attempts are handed back")
         await self.cancel_loops()
@@ -216,3 +225,9 @@ class ProcessorPool(Actor):
         except TimeoutError:
             return False
         return True
+
+
+def _resolve(work: asyncio.Future[None]) -> None:
+    """End the work of an attempt (its time is up, or it is abandoned), unless it ended."""
+    if not work.done():
+        work.set_result(None)
