@@ -7,7 +7,7 @@ status writer to commit it. Each step is logged with the task id, attempt and so
 Each attempt is recorded in the shared `Attempts`: started, its slot freed once the
 outcome is handed over, ended once the outcome is committed (or fenced off, or refused).
 
-A cancel of an attempt (see `Attempts.request_cancel`) cancels the asyncio task of that
+A cancel of an attempt (see `Attempts.request_cancel`) cancels the asyncio future of that
 attempt's work only; the processor then writes the outcome `cancelled`, fenced by the
 attempt number like any other outcome.
 
