@@ -19,7 +19,7 @@ from aiohttp_apigami.constants import APISPEC_PARSER
 from taskflow import dashboard, metrics
 from taskflow.actors import component as pipeline
 from taskflow.amqp import consumer
-from taskflow.api import auth, headers, openapi, operations, tasks
+from taskflow.api import auth, control, headers, openapi, operations, tasks
 from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import SETTINGS, Settings
@@ -52,6 +52,7 @@ def create_app(
     app[SETTINGS] = settings
     metrics.setup(app)
     tasks.setup_routes(app)
+    control.setup_routes(app)
     operations.setup_routes(app)
     dashboard.setup_routes(app)
     openapi.setup(app)  # last of the routes: it documents those above

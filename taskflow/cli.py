@@ -1,4 +1,5 @@
-"""The `taskflow` command: `serve` runs the pipeline, `submit` creates tasks."""
+"""The `taskflow` command: `serve` runs the pipeline, `submit` creates tasks, `cancel` and
+`retry` control them, `dead-letters` lists and replays refused messages."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--file", default=None, help="JSON lines, one task body per line ('-' for stdin)"
     )
+    _add_control(commands)
     return parser
 
 
@@ -64,6 +66,40 @@ def add_token_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_control(commands: Any) -> None:
+    """The subcommands of `taskflow.control_commands`."""
+    for action, what in (("cancel", "cancel tasks"), ("retry", "retry failed or cancelled tasks")):
+        command = commands.add_parser(
+            action,
+            help=what,
+            description=f"{what.capitalize()} by id, through the service's bulk route; one "
+            "JSON line per id. Exit 1 when any id is a conflict or not found.",
+        )
+        command.add_argument("ids", nargs="+", metavar="ID")
+        command.add_argument("--reason", default=None, help="up to 500 characters")
+        command.add_argument(
+            "--url", default=None, help="service URL (default from TASKFLOW_HOST/PORT)"
+        )
+        add_token_argument(command)
+    dead = commands.add_parser(
+        "dead-letters", help="list or replay the messages in the dead-letter queue"
+    )
+    dead_commands = dead.add_subparsers(dest="dead_command", required=True)
+    dead_commands.add_parser(
+        "list", help="print each dead letter (reason, message_id, body); removes nothing"
+    )
+    replay = dead_commands.add_parser(
+        "replay",
+        help="publish dead letters back to the intake queue (at most 5 times each)",
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id", action="append", dest="message_ids", metavar="MESSAGE_ID", help="repeatable"
+    )
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -74,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command in ("cancel", "retry", "dead-letters"):
+        return control(settings, args)
     return submit(settings, args)
 
 
@@ -169,6 +207,40 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
             )
         )
     return asyncio.run(post_many(url, bodies, len(bodies), args.key, token))
+
+
+def control(settings: Settings, args: argparse.Namespace) -> int:
+    """`taskflow cancel|retry` over HTTP, `taskflow dead-letters` on RabbitMQ."""
+    from taskflow import control_commands  # noqa: PLC0415
+
+    if args.command == "dead-letters":
+        logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # failures: one line below
+        if args.dead_command == "list":
+            return asyncio.run(
+                control_commands.dead_letters_list(settings.amqp_url, settings.amqp_queue)
+            )
+        return asyncio.run(
+            control_commands.dead_letters_replay(
+                settings.amqp_url,
+                settings.amqp_queue,
+                None if args.all else args.message_ids,
+                dry_run=args.dry_run,
+            )
+        )
+    return asyncio.run(
+        control_commands.control(
+            _service_url(settings, args.url),
+            args.command,
+            args.ids,
+            args.reason,
+            args.token or settings.client_token,
+        )
+    )
+
+
+def _service_url(settings: Settings, url: str | None) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return (url or f"http://{host}:{settings.port}").rstrip("/")
 
 
 def _bodies(args: argparse.Namespace) -> list[bytes]:

@@ -88,3 +88,10 @@ class EmbeddedDatabaseError(TaskflowError):
     """
 
     code = "embedded_database_error"
+
+
+class StatusConflict(TaskflowError):
+    """The task's status forbids the action (a cancel of a finished task, a retry of one
+    that did not fail); `details` has the current `status`."""
+
+    code = "conflict"

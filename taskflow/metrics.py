@@ -24,6 +24,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_CANCEL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60)
 _WORK_BUCKETS = (0.01, 0.1, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120)
 
 
@@ -150,6 +151,27 @@ class Metrics:
         self.pruned_tasks = Counter(
             "taskflow_pruned_tasks_total",
             "Terminal tasks deleted by retention (TASKFLOW_RETENTION) by this instance.",
+            registry=r,
+        )
+        self.cancels = Counter(
+            "taskflow_cancels_total",
+            "Cancels, by outcome: `cancelled` (a `new` task, by this instance's API), "
+            "`cancel_requested` (a running attempt asked to stop, by this instance's API), "
+            "`too_late` (the attempt this instance ran had finished its work first: its "
+            "outcome stands).",
+            ["outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "taskflow_retries_total",
+            "Tasks sent back to `new` by a retry through this instance's API.",
+            registry=r,
+        )
+        self.cancel_latency = Histogram(
+            "taskflow_cancel_latency_seconds",
+            "From a cancel request of a running attempt to its `cancelled` outcome being "
+            "committed, observed by the instance that ran the attempt.",
+            buckets=_CANCEL_BUCKETS,
             registry=r,
         )
         self._http_children: dict[tuple[str, str, int], Histogram] = {}

@@ -152,3 +152,22 @@ class StatusEvent:
             "at": self.at.isoformat(),
             "reason": self.reason,
         }
+
+
+class ControlOutcome(enum.StrEnum):
+    """What a cancel or retry did to one task (the bulk routes report it per id)."""
+
+    CANCELLED = "cancelled"  # cancelled now (it was `new`), or it already was
+    CANCEL_REQUESTED = "cancel_requested"  # running: its attempt is being stopped
+    RETRIED = "retried"  # `failed`/`cancelled` → `new`
+    CONFLICT = "conflict"  # its status forbids the action
+    NOT_FOUND = "not_found"  # no such task
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    """The outcome of a cancel or retry of one task, with the task as it is after it."""
+
+    outcome: ControlOutcome
+    task: Task
+    changed: bool = True  # False when the task was left as it was (already cancelled, 409)

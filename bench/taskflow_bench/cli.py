@@ -16,7 +16,7 @@ def parser() -> argparse.ArgumentParser:
     bench = argparse.ArgumentParser(
         prog="taskflow-bench",
         description="Start a taskflow service, drive it, and print rates against baselines. "
-        "Scenarios: http, amqp, drain, capacity, backlog (see the README's Performance "
+        "Scenarios: http, amqp, drain, capacity, backlog, cancel (see the README's Performance "
         "section). Progress on stderr, the table (or --json) on stdout.",
     )
     add_arguments(bench)

@@ -131,6 +131,15 @@ class BenchDatabase:
         assert row is not None
         return Window(int(row["tasks"]), row["first"], row["last"])
 
+    async def running_ids(self) -> list[uuid.UUID]:
+        """The tasks in progress."""
+        return [r["id"] for r in await self._conn.fetch(self._q["running_ids"])]
+
+    async def cancelled_at(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime | None]:
+        """When each task of `ids` was cancelled (None while it is not)."""
+        rows = await self._conn.fetch(self._q["cancelled_at"], ids)
+        return {r["id"]: r["cancelled_at"] for r in rows}
+
     async def incomplete_histories(self) -> int:
         """Terminal tasks without exactly their three status changes."""
         value = await self._conn.fetchval(self._q["incomplete_histories"])

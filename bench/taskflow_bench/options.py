@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from taskflow.config import LOG_LEVELS
 
-SCENARIOS = ("http", "amqp", "drain", "capacity", "backlog")
+SCENARIOS = ("http", "amqp", "drain", "capacity", "backlog", "cancel")
 CLIENTS = ("auto", "aiohttp", "wrk")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -35,6 +35,8 @@ class BenchOptions:
     backlog_small: int = 1_000
     backlog_large: int = 100_000
     backlog_seconds: float = 8.0
+    cancel_running: int = 500
+    cancel_count: int = 200
     processors: int = 100
     log_level: str = "warning"
     progress: bool = True
@@ -124,6 +126,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long memory is watched with each backlog",
     )
     parser.add_argument(
+        "--cancel-running",
+        type=_positive_int,
+        default=d.cancel_running,
+        help="attempts left running on the other instance while the cancels are measured",
+    )
+    parser.add_argument(
+        "--cancel-count", type=_positive_int, default=d.cancel_count, help="cancels measured"
+    )
+    parser.add_argument(
         "--processors",
         type=_positive_int,
         default=d.processors,
@@ -159,6 +170,8 @@ def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
         backlog_small=args.backlog_small,
         backlog_large=args.backlog_large,
         backlog_seconds=args.backlog_seconds,
+        cancel_running=args.cancel_running,
+        cancel_count=args.cancel_count,
         processors=args.processors,
         log_level=args.log_level,
         progress=args.progress,

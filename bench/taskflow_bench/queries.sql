@@ -13,7 +13,7 @@ ANALYZE tasks, task_events;
 -- name: progress
 -- How many tasks exist and how many are terminal.
 SELECT count(*) AS total,
-       count(*) FILTER (WHERE status IN ('completed', 'failed')) AS terminal
+       count(*) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')) AS terminal
 FROM tasks;
 
 -- name: processing_window
@@ -41,3 +41,12 @@ SELECT count(*) FROM (
 
 -- name: source_count
 SELECT count(*) FROM tasks WHERE source = $1;
+
+-- name: running_ids
+-- The tasks in progress, and how many there are.
+SELECT id FROM tasks WHERE status = 'in_progress';
+
+-- name: cancelled_at
+-- When each of the tasks $1 became `cancelled` (NULL while it is not), by PostgreSQL's clock.
+SELECT id, CASE WHEN status = 'cancelled' THEN finished_at END AS cancelled_at
+FROM tasks WHERE id = ANY($1::uuid[]);

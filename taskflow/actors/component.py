@@ -4,8 +4,8 @@
 and an `on_shutdown` hook that makes it stop taking work as soon as the process is told
 to stop, while aiohttp still answers the requests in flight. Besides the actors the
 pipeline supervises two loops: the process's event listener (whose notifications wake
-the dispatcher), and the refresh of the per-status gauges; and, unless
-`TASKFLOW_RETENTION=0`, the retention pruner.
+the dispatcher, and on the control channel stop cancelled attempts), and the refresh of
+the per-status gauges; and, unless `TASKFLOW_RETENTION=0`, the retention pruner.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
+from taskflow.actors.cancels import CONTROL_CHANNEL, control_subscriber
 from taskflow.actors.pipeline import Pipeline
 from taskflow.config import SETTINGS
 from taskflow.db.component import LISTENER, STORE
@@ -52,6 +53,10 @@ def setup(
         pipeline = Pipeline(store, settings, metrics, on_failure=on_failure, poll_s=poll_s)
         app[PIPELINE] = pipeline
         listener.subscribe(EVENTS_CHANNEL, _wake_on_new(pipeline))
+        listener.subscribe(
+            CONTROL_CHANNEL,
+            control_subscriber(pipeline.attempts, metrics, pipeline.lease_keeper.renew_now),
+        )
         pipeline.start(
             {
                 "event-listener": listener.run(),

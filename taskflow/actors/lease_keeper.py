@@ -1,14 +1,17 @@
 """The lease keeper: renews, in one statement, the leases of every held attempt, and hands
-back at shutdown the ones still held."""
+back at shutdown the ones still held. The renewal also reports the attempts with a cancel
+requested: they are stopped here when their control notification was lost."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 import structlog
 
 from taskflow.actors.attempts import Attempts
+from taskflow.actors.cancels import stop_attempt
 from taskflow.actors.ports import PipelineStore
 from taskflow.errors import TaskflowError
 from taskflow.lifecycle import Actor, Grace, LoopSpec
@@ -41,6 +44,7 @@ class LeaseKeeper(Actor):
         self._owner = owner
         self._lease_s = lease_s
         self.handed_back = 0
+        self._renew_now = asyncio.Event()
 
     def loops(self) -> Iterable[LoopSpec]:
         """One loop, renewing until cancelled."""
@@ -49,8 +53,15 @@ class LeaseKeeper(Actor):
     async def run(self) -> None:
         """Renew until cancelled; a failed renewal is logged and tried again next round."""
         while True:
-            await asyncio.sleep(self._lease_s / 3)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lease_s / 3):
+                    await self._renew_now.wait()
+            self._renew_now.clear()
             await self.renew_once()
+
+    def renew_now(self) -> None:
+        """Renew at once (a control notification may have been lost)."""
+        self._renew_now.set()
 
     async def renew_once(self) -> None:
         """Renew the current leases once."""
@@ -63,6 +74,17 @@ class LeaseKeeper(Actor):
             log.warning("lease renewal failed", held=len(ids), error=str(exc))
             return
         still_held = self._attempts.held()
+        for task_id, cancel_requested_at in kept.items():
+            attempt = self._attempts.attempt_of(task_id)
+            if cancel_requested_at is not None and attempt is not None:
+                stop_attempt(
+                    self._attempts,
+                    self._metrics,
+                    task_id,
+                    attempt,
+                    cancel_requested_at.timestamp(),
+                    via="lease_renewal",
+                )
         lost = [i for i in ids if i not in kept and i in still_held]
         if lost:
             # Taken over by another attempt after our lease ran out (a stalled loop, a

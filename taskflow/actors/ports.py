@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from taskflow.db.store import InsertResult
@@ -27,8 +28,10 @@ class PipelineStore(Protocol):
     async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
         """Write outcomes, fenced by owner and attempt; return the (id, attempt) written."""
 
-    async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
-        """Extend leases."""
+    async def renew(
+        self, ids: Iterable[uuid.UUID], owner: str, lease_s: float
+    ) -> dict[uuid.UUID, datetime | None]:
+        """Extend leases; return those still held, each with its `cancel_requested_at`."""
 
     async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
         """Hand leases back."""

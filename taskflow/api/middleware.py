@@ -25,6 +25,7 @@ _STATUS: dict[type[errors.TaskflowError], int] = {
     errors.InvalidJson: 400,
     errors.TaskNotFound: 404,
     errors.IdempotencyConflict: 409,
+    errors.StatusConflict: 409,
     errors.UnsupportedMediaType: 415,
     errors.ValidationFailed: 422,
     errors.Overloaded: 503,

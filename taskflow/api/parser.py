@@ -100,7 +100,8 @@ class TaskflowParser(AIOHTTPParser):
         """Raise `ValidationFailed` (422) for a body, `BadRequest` (400) for anything else."""
         messages = as_details(error.messages)
         if "json" in messages:
-            raise ValidationFailed("the task is not valid", as_details(messages["json"]))
+            what = "the task" if isinstance(schema, TaskCreateSchema) else "the body"
+            raise ValidationFailed(f"{what} is not valid", as_details(messages["json"]))
         details: dict[str, Any] = {}
         for location_messages in messages.values():
             details.update(as_details(location_messages))

@@ -97,7 +97,8 @@ class ErrorBodySchema(ma.Schema):
         required=True,
         metadata={
             "description": "Stable and machine-readable: `invalid_json`, `bad_request`, "
-            "`not_found`, `method_not_allowed`, `idempotency_conflict`, `payload_too_large`, "
+            "`not_found`, `method_not_allowed`, `idempotency_conflict`, `conflict` (the task's "
+            "status forbids a cancel or retry), `payload_too_large`, "
             "`unsupported_media_type`, `validation_failed`, `overloaded`, "
             "`database_unavailable`.",
         },

@@ -251,5 +251,7 @@ def setup_routes(app: web.Application) -> None:
     """Add the task routes to `app`."""
     app.router.add_post("/tasks", create_task)
     app.router.add_get("/tasks", list_tasks, allow_head=False)
-    app.router.add_get("/tasks/{task_id}", get_task, allow_head=False)
+    # Not `/tasks/cancel` or `/tasks/retry`: those paths are the bulk actions' (POST only),
+    # and as in OpenAPI a concrete path wins over a templated one (405 for a GET there).
+    app.router.add_get("/tasks/{task_id:(?!(?:cancel|retry)$)[^{}/]+}", get_task, allow_head=False)
     app.router.add_get("/tasks/{task_id}/events", task_events, allow_head=False)

@@ -75,26 +75,40 @@ SELECT seq, status, attempt, at, reason FROM task_events WHERE task_id = $1 ORDE
 -- $4 are the tasks this instance is still running: their lease may have run out (a paused
 -- process, an outage longer than the lease) but the attempt is alive and will renew it or
 -- be fenced, so this instance never starts a second attempt of a task next to its own.
+-- An expired attempt with a cancel requested is not attempted again: it ends `cancelled`
+-- (`lapsed`), and is returned with `cancelled` true instead of as a claim.
 -- The UPDATE finds the picked rows by primary key (`= ANY(ARRAY(...))`): joined to the
 -- CTE instead, the planner read the whole table into a hash (O(table) per claim).
 WITH fresh AS (
     SELECT id FROM tasks WHERE status = 'new'
     ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
 ), expired AS (
-    SELECT id FROM tasks
+    SELECT id, cancel_requested_at IS NOT NULL AS cancel FROM tasks
     WHERE status = 'in_progress' AND lease_expires_at < now() AND id <> ALL($4::uuid[])
     ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT id FROM (SELECT id FROM expired UNION ALL SELECT id FROM fresh) AS both_kinds LIMIT $3
+    SELECT id, recovered FROM (
+        SELECT id, true AS recovered FROM expired WHERE NOT cancel
+        UNION ALL SELECT id, false FROM fresh
+    ) AS both_kinds LIMIT $3
+), lapsed AS (
+    UPDATE tasks t
+    SET status = 'cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+        lease_owner = NULL, lease_expires_at = NULL, cancel_requested_at = NULL
+    WHERE t.id = ANY (ARRAY(SELECT id FROM expired WHERE cancel))
+    RETURNING t.id, t.attempts, t.source
 ), claimed AS (
     UPDATE tasks t
     SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
         updated_at = clock_timestamp(), lease_owner = $1,
         lease_expires_at = now() + make_interval(secs => $2)
     WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING t.id, t.attempts, t.source, (t.attempts > 1) AS recovered
+    RETURNING t.id, t.attempts, t.source,
+              t.id = ANY (ARRAY(SELECT id FROM picked WHERE recovered)) AS recovered
 )
-SELECT id, attempts, source, recovered FROM claimed;
+SELECT id, attempts, source, recovered, false AS cancelled FROM claimed
+UNION ALL
+SELECT id, attempts, source, false, true FROM lapsed;
 
 -- name: claim_new_by_ids
 -- Claims tasks this instance has just created, if nobody else has claimed them first.
@@ -131,14 +145,19 @@ SELECT id, attempts FROM finished
 UNION
 SELECT data.id, data.attempt FROM data CROSS JOIN LATERAL (
     SELECT 1 FROM tasks t
-    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status IN ('completed', 'failed', 'cancelled')
+    -- "Not new nor in progress" rather than the list of terminal statuses: that list is
+    -- the predicate of tasks_prune_idx, and the planner would then scan the partial index
+    -- of every finished task instead of probing the primary key.
+    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status NOT IN ('new', 'in_progress')
     LIMIT 1
 ) AS already_finished;
 
 -- name: renew_leases
+-- Also returns each attempt's `cancel_requested_at`: a cancel whose notification was lost
+-- is seen here, within one renewal interval.
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
 WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress'
-RETURNING id;
+RETURNING id, cancel_requested_at;
 
 -- name: release_leases
 -- Hands attempts back on shutdown: the lease ends now, so any instance claims them at once.
@@ -188,3 +207,51 @@ WITH doomed AS (
     DELETE FROM tasks t USING doomed WHERE t.id = doomed.id RETURNING 1
 )
 SELECT count(*) FROM gone;
+
+-- name: cancel_tasks
+-- Cancels the tasks $1 (reason $2) in one statement: `new` ones at once (`cancelled`), and
+-- for `in_progress` ones the flag is set (the first request's time is kept) and a control
+-- notification `<id>:<attempt>:<requested at, epoch s>` goes to the instance running the
+-- attempt, on commit. The other tasks are returned `unchanged`, as this statement's snapshot
+-- saw them (a row changed meanwhile by another transaction shows its old status: the
+-- caller runs the statement again for those).
+WITH cancelled AS (
+    UPDATE tasks t
+    SET status = 'cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+        reason = $2
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'new'
+    RETURNING t.*
+), requested AS (
+    UPDATE tasks t
+    SET cancel_requested_at = coalesce(t.cancel_requested_at, clock_timestamp()),
+        updated_at = clock_timestamp(), reason = $2
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'in_progress'
+    RETURNING t.*
+)
+SELECT 'cancelled' AS outcome, * FROM cancelled
+UNION ALL
+-- pg_notify returns void, which is '' as text: the condition only sends the notification.
+SELECT 'cancel_requested', * FROM requested
+WHERE pg_notify('taskflow_control', concat_ws(':', id, attempts,
+                extract(epoch FROM cancel_requested_at)))::text = ''
+UNION ALL
+SELECT 'unchanged', * FROM tasks
+WHERE id = ANY($1::uuid[])
+  AND id NOT IN (SELECT id FROM cancelled UNION ALL SELECT id FROM requested);
+
+-- name: retry_tasks
+-- Retries the tasks $1 (reason $2) in one statement: `failed`/`cancelled` → `new`, with
+-- `attempts` kept (the next claim is attempt `attempts + 1`) and the outcome cleared. The
+-- others are returned `unchanged` (as in cancel_tasks, with this statement's snapshot).
+WITH retried AS (
+    UPDATE tasks t
+    SET status = 'new', result = NULL, error = NULL, finished_at = NULL,
+        cancel_requested_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+        reason = $2, updated_at = clock_timestamp()
+    WHERE t.id = ANY($1::uuid[]) AND t.status IN ('failed', 'cancelled')
+    RETURNING t.*
+)
+SELECT 'retried' AS outcome, * FROM retried
+UNION ALL
+SELECT 'unchanged', * FROM tasks
+WHERE id = ANY($1::uuid[]) AND id NOT IN (SELECT id FROM retried);

@@ -8,22 +8,37 @@ recorded by the lifecycle triggers of the schema (history event, `seq`, counts, 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import structlog
 
 from taskflow.db.connector import CALL_TIMEOUT_S, Database
-from taskflow.models import Claim, NewTask, Outcome, Source, Status, StatusEvent, Task
+from taskflow.models import (
+    Claim,
+    ControlOutcome,
+    ControlResult,
+    NewTask,
+    Outcome,
+    Source,
+    Status,
+    StatusEvent,
+    Task,
+)
 
 # A retention batch deletes a few thousand rows and their history: more than one call.
 PRUNE_TIMEOUT_S = 30.0
 
 FAR_FUTURE = datetime.fromisoformat("9999-12-31T23:59:59+00:00")
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
+# How often a cancel or retry is run again for tasks another transaction changed under it.
+CONTROL_ROUNDS = 5
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +150,14 @@ class TaskStore:
         Tasks in `running` (attempts this instance still runs) are never claimed again.
         """
         rows = await self._fetch("claim_tasks", owner, lease_s, limit, list(running))
-        return [(_claim(r), r["recovered"]) for r in rows]
+        for row in rows:
+            if row["cancelled"]:
+                log.info(
+                    "lease expired with a cancel requested: task cancelled",
+                    task_id=str(row["id"]),
+                    attempt=row["attempts"],
+                )
+        return [(_claim(r), r["recovered"]) for r in rows if not r["cancelled"]]
 
     async def claim_new(self, ids: Sequence[uuid.UUID], owner: str, lease_s: float) -> list[Claim]:
         """Claim the given tasks if they are still `new` (just created by this instance)."""
@@ -159,10 +181,13 @@ class TaskStore:
         )
         return {(r["id"], r["attempts"]) for r in rows}
 
-    async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
-        """Extend the leases `owner` holds on `ids`; return those still held."""
+    async def renew(
+        self, ids: Iterable[uuid.UUID], owner: str, lease_s: float
+    ) -> dict[uuid.UUID, datetime | None]:
+        """Extend the leases `owner` holds on `ids`; return those still held, each with its
+        `cancel_requested_at` (set when a cancel of the attempt is pending)."""
         rows = await self._fetch("renew_leases", list(ids), owner, lease_s)
-        return {r["id"] for r in rows}
+        return {r["id"]: r["cancel_requested_at"] for r in rows}
 
     async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:
         """End the leases `owner` holds on `ids` now, so any instance may claim them.
@@ -203,3 +228,72 @@ class TaskStore:
         rows = await self._fetch("oldest_new")
         value: datetime | None = rows[0][0] if rows else None
         return value
+
+    async def cancel(
+        self, ids: Sequence[uuid.UUID], reason: str | None
+    ) -> dict[uuid.UUID, ControlResult]:
+        """Cancel the tasks `ids`: `new` ones now, running ones by request (their holder is
+        notified). Unknown ids are left out of the answer."""
+        return await self._control(
+            lambda some: self._fetch("cancel_tasks", some, reason), ids, _cancel_result
+        )
+
+    async def retry(
+        self, ids: Sequence[uuid.UUID], reason: str | None
+    ) -> dict[uuid.UUID, ControlResult]:
+        """Retry the `failed` and `cancelled` tasks among `ids` (back to `new`). Unknown ids
+        are left out of the answer."""
+        return await self._control(
+            lambda some: self._fetch("retry_tasks", some, reason), ids, _retry_result
+        )
+
+    async def _control(
+        self,
+        run: Callable[[list[uuid.UUID]], Awaitable[list[asyncpg.Record]]],
+        ids: Sequence[uuid.UUID],
+        judge: Callable[[str, Task], ControlOutcome | None],
+    ) -> dict[uuid.UUID, ControlResult]:
+        """Run a cancel or retry statement, again for the tasks it saw mid-change.
+
+        A task changed by another transaction while the statement waited for its row lock
+        is re-checked by the UPDATE but reported with its old status: `judge` returns None
+        for those, and they go into the next round (bounded; after the last they count as
+        a conflict with the status last seen).
+        """
+        results: dict[uuid.UUID, ControlResult] = {}
+        pending = list(dict.fromkeys(ids))
+        for round_ in range(CONTROL_ROUNDS):
+            if not pending:
+                break
+            rows = await run(pending)
+            pending = []
+            for row in rows:
+                task = _task(row)
+                outcome = judge(row["outcome"], task)
+                if outcome is None and round_ < CONTROL_ROUNDS - 1:
+                    pending.append(task.id)
+                else:
+                    results[task.id] = ControlResult(
+                        outcome or ControlOutcome.CONFLICT, task, row["outcome"] != "unchanged"
+                    )
+        return results
+
+
+def _cancel_result(change: str, task: Task) -> ControlOutcome | None:
+    if change == "cancelled":
+        return ControlOutcome.CANCELLED
+    if change == "cancel_requested":
+        return ControlOutcome.CANCEL_REQUESTED
+    if task.status is Status.CANCELLED:
+        return ControlOutcome.CANCELLED  # already: unchanged
+    if task.status in (Status.COMPLETED, Status.FAILED):
+        return ControlOutcome.CONFLICT
+    return None  # `new` or `in_progress` in an old snapshot: changed meanwhile
+
+
+def _retry_result(change: str, task: Task) -> ControlOutcome | None:
+    if change == "retried":
+        return ControlOutcome.RETRIED
+    if task.status in (Status.FAILED, Status.CANCELLED):
+        return None  # retryable in an old snapshot: changed meanwhile
+    return ControlOutcome.CONFLICT

@@ -93,7 +93,7 @@ async def status_counts(db_url: str) -> dict[str, int]:
         rows = await conn.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
     finally:
         await conn.close(timeout=10)
-    counts = dict.fromkeys(("new", "in_progress", "completed", "failed"), 0)
+    counts = dict.fromkeys(("new", "in_progress", "completed", "failed", "cancelled"), 0)
     counts.update({r["status"]: r["n"] for r in rows})
     return counts
 
@@ -114,7 +114,7 @@ async def wait_all_terminal(db_url: str, expected: int, timeout: float) -> dict[
         async with asyncio.timeout(timeout):
             while True:
                 counts = await status_counts(db_url)
-                done = counts["completed"] + counts["failed"]
+                done = counts["completed"] + counts["failed"] + counts["cancelled"]
                 if done >= expected and counts["new"] == counts["in_progress"] == 0:
                     return counts
                 await asyncio.sleep(0.1)

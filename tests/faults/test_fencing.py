@@ -56,7 +56,7 @@ async def test_stale_attempt_cannot_finish_over_a_newer_one(store: TaskStore, db
     assert (second.attempt, recovered) == (2, True)
 
     assert await store.finish([_done(first)], "instance-a") == set()
-    assert await store.renew([task_id], "instance-a", 30) == set()
+    assert await store.renew([task_id], "instance-a", 30) == {}
     assert await store.finish([_done(second)], "instance-b") == {(task_id, 2)}
     # Once terminal, the stale attempt is still rejected, and nothing raises.
     assert await store.finish([_done(first)], "instance-a") == set()

@@ -10,13 +10,14 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from taskflow.db.migrate import migrate
+from taskflow.db.migrate import latest_version, migrate
 from taskflow.db.store import TaskStore
 from taskflow.models import NewTask, Source
 from taskflow_bench.harness import events
 from taskflow_bench.harness.metrics import value
 from tests.faults.conftest import Fleet
 from tests.faults.tasks import create_one, create_tasks, snapshot, wait_all_terminal
+from tests.integration.test_migrations import LEGACY_DATA, LEGACY_SCHEMA
 
 BACKLOG = 1500
 PER_INSTANCE_HTTP = 100
@@ -119,3 +120,42 @@ async def test_claims_wake_across_instances(fleet: Fleet) -> None:
         f"p90 {delays[int(len(delays) * 0.9)] * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms "
         "(the poll interval is 1000 ms)"
     )
+
+
+async def test_two_instances_starting_at_once_upgrade_a_database_of_the_version_before(
+    fleet: Fleet,
+) -> None:
+    # The test database, as taskflow before migrations left it, with a task still waiting.
+    conn = await asyncpg.connect(fleet.db_url, timeout=10)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        await conn.execute(LEGACY_SCHEMA + LEGACY_DATA)
+        # Its holder (an instance of the old version) is gone: its lease has run out.
+        await conn.execute("UPDATE tasks SET lease_expires_at = now() WHERE status = 'in_progress'")
+    finally:
+        await conn.close(timeout=10)
+    launched = [
+        await fleet.launch(name, work_min_s=0.0, work_max_s=0.0, lease_s=2)
+        for name in ("web-a", "web-b")
+    ]
+    await asyncio.gather(*(s.wait_ready() for s in launched))
+    conn = await asyncpg.connect(fleet.db_url, timeout=10)
+    try:
+        versions = await conn.fetch("SELECT version FROM taskflow_migrations ORDER BY version")
+        assert [v["version"] for v in versions] == list(range(1, latest_version() + 1))
+        # The waiting task is processed, and the one held by the old instance (its lease
+        # ran out) is taken over: all four end terminal, their old history kept before.
+        await wait_all_terminal(fleet.db_url, 4, 30)
+        histories = await conn.fetch(
+            "SELECT t.title, array_agg(e.status ORDER BY e.seq) AS statuses,"
+            " array_agg(e.seq ORDER BY e.seq) AS seqs FROM tasks t"
+            " JOIN task_events e ON e.task_id = t.id GROUP BY t.title"
+        )
+    finally:
+        await conn.close(timeout=10)
+    by_title = {h["title"]: h for h in histories}
+    assert by_title["waiting"]["statuses"][:2] == ["new", "in_progress"]
+    assert by_title["running"]["statuses"][:3] == ["new", "in_progress", "in_progress"]
+    for history in histories:
+        assert history["seqs"] == list(range(1, len(history["seqs"]) + 1))
+    assert [len(s.events("db.migrated")) for s in launched].count(0) == 1

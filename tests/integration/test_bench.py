@@ -28,6 +28,8 @@ TINY = BenchOptions(
     backlog_small=5,
     backlog_large=20,
     backlog_seconds=0.5,
+    cancel_running=5,
+    cancel_count=3,
     processors=4,
     progress=False,
 )
@@ -36,8 +38,8 @@ TINY = BenchOptions(
 async def test_every_scenario_runs_at_toy_sizes() -> None:
     report = await run_bench(TINY)
     results = {s.name: s for s in report.scenarios}
-    assert list(results) == ["http", "amqp", "drain", "capacity", "backlog"]
-    for name in ("http", "drain", "capacity", "backlog"):
+    assert list(results) == ["http", "amqp", "drain", "capacity", "backlog", "cancel"]
+    for name in ("http", "drain", "capacity", "backlog", "cancel"):
         assert results[name].outcome is Outcome.OK, results[name].note
         assert len(results[name].runs) == 1
 
@@ -61,6 +63,10 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     assert backlog["small_rss_mib"] > 0
     assert backlog["large_rss_mib"] > 0
     assert backlog["growth"] == pytest.approx(backlog["large_rss_mib"] / backlog["small_rss_mib"])
+
+    cancel = results["cancel"].runs[0]
+    assert cancel["not_cancelled"] == 0
+    assert cancel["max_ms"] >= cancel["p99_ms"] >= cancel["p50_ms"] >= 0
 
     amqp = results["amqp"]
     assert amqp.outcome is Outcome.OK, amqp.note

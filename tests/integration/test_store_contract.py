@@ -127,21 +127,21 @@ async def test_an_outcome_is_written_only_by_its_attempt(backend: Backend) -> No
     # written, and changes nothing: the attempt is terminal.
     assert await store.finish([failed], A) == {(claim.task_id, 1)}
     assert await backend.status(claim.task_id) == (Status.FAILED, 1)
-    assert await store.renew([claim.task_id], A, 30) == set()
+    assert await store.renew([claim.task_id], A, 30) == {}
 
 
 async def test_an_expired_lease_is_a_new_attempt_and_fences_the_old_one(backend: Backend) -> None:
     store = backend.store
     await store.insert_tasks([new_task("t")])
     [(old, _)] = await store.claim(A, 30, 1)
-    assert await store.renew([old.task_id], A, 30) == {old.task_id}
-    assert await store.renew([old.task_id], B, 30) == set()
+    assert await store.renew([old.task_id], A, 30) == {old.task_id: None}
+    assert await store.renew([old.task_id], B, 30) == {}
 
     await backend.expire_leases()
     [(new, recovered)] = await store.claim(B, 30, 10)
     assert recovered
     assert (new.task_id, new.attempt) == (old.task_id, 2)
-    assert await store.renew([old.task_id], A, 30) == set()
+    assert await store.renew([old.task_id], A, 30) == {}
 
     both = [Outcome(old, Status.COMPLETED, result={}), Outcome(new, Status.FAILED, error="x")]
     assert await store.finish(both, A) == set()

@@ -4,8 +4,11 @@ It keeps the rules of `TaskStore` and `queries.sql` that the actors rely on: an
 idempotency key names at most one task (a batch's repeat is reported as existing, with
 its fingerprint); a claim starts a new attempt with a lease (owner, expiry); expired
 leases are claimed again; an outcome is written only while its owner still holds its
-attempt (fencing); renew and release touch only the caller's leases. Time is a manual
-clock (`advance()`), so lease expiry needs no sleeping.
+attempt (fencing); renew and release touch only the caller's leases, and renew reports
+each attempt's cancel flag; `cancel` and `retry` change statuses as their queries do, and
+an expired lease with a cancel requested ends `cancelled` at the next claim instead of
+getting a new attempt. Time is a manual clock (`advance()`), so lease expiry needs no
+sleeping.
 
 Tests can make an operation fail (`fail(op, *errors)`: the next calls raise those
 errors, in order, and change nothing) or answer late (`hold(op)`: calls take effect,
@@ -24,7 +27,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taskflow.db.store import InsertResult
-from taskflow.models import Claim, NewTask, Outcome, Status, StatusEvent, Task
+from taskflow.models import (
+    Claim,
+    ControlOutcome,
+    ControlResult,
+    NewTask,
+    Outcome,
+    Status,
+    StatusEvent,
+    Task,
+)
 
 
 @dataclass(slots=True)
@@ -167,12 +179,25 @@ class MemoryStore:
             and lease.expires_at < self.now
             and task_id not in running
         )
+        for _, task_id in expired:
+            task = self.tasks[task_id]
+            if task.cancel_requested_at is not None:  # ends cancelled, not attempted again
+                self._change(
+                    task_id,
+                    Status.CANCELLED,
+                    task.attempts,
+                    finished_at=datetime.now(UTC),
+                    cancel_requested_at=None,
+                )
+                del self.leases[task_id]
+        expired = [(at, task_id) for at, task_id in expired if task_id in self.leases]
         fresh = [t.id for t in self.tasks.values() if t.status is Status.NEW]
         picked = [task_id for _, task_id in expired] + fresh
         claims: list[tuple[Claim, bool]] = []
+        recovered = {task_id for _, task_id in expired}
         for task_id in picked[:limit]:
             claim = self._start_attempt(task_id, owner, lease_s)
-            claims.append((claim, claim.attempt > 1))
+            claims.append((claim, task_id in recovered))
         await self._reply("claim")
         return claims
 
@@ -220,17 +245,24 @@ class MemoryStore:
                 result=outcome.result,
                 error=outcome.error,
                 finished_at=datetime.now(UTC),
+                cancel_requested_at=None,
             )
             del self.leases[claim.task_id]
             written.add((claim.task_id, claim.attempt))
         await self._reply("finish")
         return written
 
-    async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
-        """Extend the leases `owner` holds; return the ids still held."""
+    async def renew(
+        self, ids: Iterable[uuid.UUID], owner: str, lease_s: float
+    ) -> dict[uuid.UUID, datetime | None]:
+        """Extend the leases `owner` holds; return the ids still held, with their cancel flag."""
         ids = list(ids)
         await self._enter("renew", (ids, owner, lease_s))
-        kept = {task_id for task_id in ids if self._holds(task_id, owner)}
+        kept = {
+            task_id: self.tasks[task_id].cancel_requested_at
+            for task_id in ids
+            if self._holds(task_id, owner)
+        }
         for task_id in kept:
             self.leases[task_id].expires_at = self.now + lease_s
         await self._reply("renew")
@@ -245,3 +277,55 @@ class MemoryStore:
             self.leases[task_id].expires_at = self.now - 1e-6
         await self._reply("release")
         return released
+
+    # -- control (the API's operations, for the actors' cancel tests) -------------------
+
+    async def cancel(
+        self, ids: Sequence[uuid.UUID], reason: str | None = None
+    ) -> dict[uuid.UUID, ControlResult]:
+        """`new` → `cancelled`; `in_progress` → flagged (the notification is the test's job)."""
+        await self._enter("cancel", (list(ids), reason))
+        results: dict[uuid.UUID, ControlResult] = {}
+        for task_id in ids:
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            if task.status is Status.NEW:
+                task = self._change(
+                    task_id, Status.CANCELLED, task.attempts, finished_at=datetime.now(UTC)
+                )
+                outcome = ControlOutcome.CANCELLED
+            elif task.status is Status.IN_PROGRESS:
+                requested = task.cancel_requested_at or datetime.now(UTC)
+                task = replace(task, cancel_requested_at=requested)
+                self.tasks[task_id] = task
+                outcome = ControlOutcome.CANCEL_REQUESTED
+            else:
+                done = task.status is Status.CANCELLED
+                results[task_id] = ControlResult(
+                    ControlOutcome.CANCELLED if done else ControlOutcome.CONFLICT, task, False
+                )
+                continue
+            results[task_id] = ControlResult(outcome, task)
+        await self._reply("cancel")
+        return results
+
+    async def retry(
+        self, ids: Sequence[uuid.UUID], reason: str | None = None
+    ) -> dict[uuid.UUID, ControlResult]:
+        """`failed`/`cancelled` → `new` with the attempts kept and the outcome cleared."""
+        await self._enter("retry", (list(ids), reason))
+        results: dict[uuid.UUID, ControlResult] = {}
+        for task_id in ids:
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            if task.status in (Status.FAILED, Status.CANCELLED):
+                task = self._change(
+                    task_id, Status.NEW, task.attempts, result=None, error=None, finished_at=None
+                )
+                results[task_id] = ControlResult(ControlOutcome.RETRIED, task)
+            else:
+                results[task_id] = ControlResult(ControlOutcome.CONFLICT, task, False)
+        await self._reply("retry")
+        return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
 
 import pytest
 
@@ -39,7 +40,9 @@ class StalledStore:
     async def finish(self, outcomes: Sequence[Outcome], owner: str) -> set[tuple[uuid.UUID, int]]:
         raise NotImplementedError
 
-    async def renew(self, ids: Iterable[uuid.UUID], owner: str, lease_s: float) -> set[uuid.UUID]:
+    async def renew(
+        self, ids: Iterable[uuid.UUID], owner: str, lease_s: float
+    ) -> dict[uuid.UUID, datetime | None]:
         raise NotImplementedError
 
     async def release(self, ids: Iterable[uuid.UUID], owner: str) -> set[uuid.UUID]:

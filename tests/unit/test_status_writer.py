@@ -106,7 +106,7 @@ async def test_a_fenced_write_is_reported_false_and_counted(
 ) -> None:
     [mine, still_mine] = await claimed(store, 2)
     store.advance(20)
-    assert await store.renew([still_mine.task_id], OWNER, 30) == {still_mine.task_id}
+    assert await store.renew([still_mine.task_id], OWNER, 30) == {still_mine.task_id: None}
     store.advance(11)  # the other lease ran out: another instance takes that task over
     [(theirs, recovered)] = await store.claim("instance-b", 30, 10)
     assert recovered

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from aiohttp.client import _RequestContextManager
 
-TERMINAL = ("completed", "failed")
+TERMINAL = ("completed", "failed", "cancelled")
 
 
 class Http(Protocol):

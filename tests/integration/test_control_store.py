@@ -1,0 +1,116 @@
+"""`TaskStore.cancel` / `retry` against PostgreSQL: one statement for many tasks, the
+control notification, and the answer for a task another transaction changes meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from taskflow.actors.cancels import CONTROL_CHANNEL, parse_control
+from taskflow.db.store import TaskStore
+from taskflow.models import ControlOutcome, Outcome, Status
+from tests.unit.helpers import new_task
+
+OWNER = "instance-a"
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[TaskStore]:
+    async with TaskStore.connect(db_url) as opened:
+        yield opened
+
+
+async def test_cancel_of_each_status_in_one_call_and_its_notification(
+    store: TaskStore, db_url: str
+) -> None:
+    tasks = [new_task(f"t{i}") for i in range(4)]
+    await store.insert_tasks(tasks)
+    waiting, running, done, cancelled = (t.id for t in tasks)
+    [run, fin] = await store.claim_new([running, done], OWNER, 30)
+    await store.finish([Outcome(fin, Status.COMPLETED, result={})], OWNER)
+    await store.cancel([cancelled], None)
+
+    listener = await asyncpg.connect(db_url, timeout=10)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CONTROL_CHANNEL, lambda *args: heard.put_nowait(args[3]))
+    try:
+        unknown = uuid.uuid4()
+        results = await store.cancel([waiting, running, done, cancelled, unknown], "why")
+        payload = await asyncio.wait_for(heard.get(), 10)
+    finally:
+        await listener.close(timeout=10)
+
+    assert {i: (r.outcome, r.task.status, r.changed) for i, r in results.items()} == {
+        waiting: (ControlOutcome.CANCELLED, Status.CANCELLED, True),
+        running: (ControlOutcome.CANCEL_REQUESTED, Status.IN_PROGRESS, True),
+        done: (ControlOutcome.CONFLICT, Status.COMPLETED, False),
+        cancelled: (ControlOutcome.CANCELLED, Status.CANCELLED, False),
+    }
+    requested_at = results[running].task.cancel_requested_at
+    assert requested_at is not None
+    assert parse_control(payload) == (running, run.attempt, requested_at.timestamp())
+    assert heard.empty()  # one notification: only the running task needs one
+    assert await store.renew([running], OWNER, 30) == {running: requested_at}
+
+
+async def test_a_cancel_waiting_on_a_claim_reports_what_the_claim_made(
+    store: TaskStore, db_url: str
+) -> None:
+    task = new_task()
+    await store.insert_tasks([task])
+    claimer = await asyncpg.connect(db_url, timeout=10)
+    try:
+        claiming = claimer.transaction()
+        await claiming.start()
+        await claimer.execute(  # a claim, not yet committed: the row is locked
+            "UPDATE tasks SET status = 'in_progress', attempts = 1, lease_owner = $2, "
+            "lease_expires_at = now() + interval '30 s', started_at = now() WHERE id = $1",
+            task.id,
+            OWNER,
+        )
+        cancel = asyncio.create_task(store.cancel([task.id], None))
+        await asyncio.sleep(0.3)
+        assert not cancel.done()  # waiting for the row
+        await claiming.commit()
+        results = await asyncio.wait_for(cancel, 10)
+    finally:
+        await claimer.close(timeout=10)
+    # Its snapshot saw `new`; the UPDATE saw `in_progress`: asked again, it is a request.
+    assert results[task.id].outcome is ControlOutcome.CANCEL_REQUESTED
+    assert results[task.id].task.status is Status.IN_PROGRESS
+
+
+async def test_retry_of_each_status_keeps_the_attempts(store: TaskStore) -> None:
+    tasks = [new_task(f"t{i}") for i in range(3)]
+    await store.insert_tasks(tasks)
+    failed, waiting, running = (t.id for t in tasks)
+    [claim, _] = await store.claim_new([failed, running], OWNER, 30)
+    await store.finish([Outcome(claim, Status.FAILED, error="boom")], OWNER)
+
+    results = await store.retry([failed, waiting, running], "again")
+    assert {i: r.outcome for i, r in results.items()} == {
+        failed: ControlOutcome.RETRIED,
+        waiting: ControlOutcome.CONFLICT,
+        running: ControlOutcome.CONFLICT,
+    }
+    retried = results[failed].task
+    assert (retried.status, retried.attempts, retried.error, retried.finished_at) == (
+        Status.NEW,
+        1,
+        None,
+        None,
+    )
+    [(again, recovered)] = await store.claim(OWNER, 30, 1)  # the oldest new task
+    assert (again.task_id, again.attempt, recovered) == (failed, 2, False)
+    events = await store.task_events(failed)
+    assert [(e.seq, e.status, e.attempt, e.reason) for e in events] == [
+        (1, Status.NEW, 0, None),
+        (2, Status.IN_PROGRESS, 1, None),
+        (3, Status.FAILED, 1, None),
+        (4, Status.NEW, 1, "again"),
+        (5, Status.IN_PROGRESS, 2, None),
+    ]
