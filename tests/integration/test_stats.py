@@ -22,6 +22,15 @@ async def stats(client: Client) -> dict[str, Any]:
     return body
 
 
+async def wait_count(client: Client, status: str, n: int) -> None:
+    """Wait until `GET /stats` counts `n` tasks in `status`."""
+    async with asyncio.timeout(10):
+        while True:
+            if (await stats(client))["counts"][status] == n:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_stats_counts_a_workload_and_its_rates(
     make_client: MakeClient, settings: Settings
 ) -> None:
@@ -108,12 +117,25 @@ async def test_silent_instances_are_hidden_then_forgotten(client: Client, db_url
 async def test_busy_processors_are_reported(make_client: MakeClient, settings: Settings) -> None:
     client = await make_client(replace(settings, work_min_s=30.0, work_max_s=30.0, processors=4))
     await asyncio.gather(*(create(client, {"title": f"slow {i}"}) for i in range(6)))
-    async with asyncio.timeout(10):
-        while True:
-            if (await stats(client))["counts"]["in_progress"] == 4:
-                break
-            await asyncio.sleep(0.05)
+    await wait_count(client, "in_progress", 4)
     await client.app[REGISTRY].beat_once()
     (instance,) = (await stats(client))["instances"]
     assert instance["busy"] == 4
     assert instance["processors"] == 4
+
+
+async def test_cancels_count_in_the_rates(make_client: MakeClient, settings: Settings) -> None:
+    # One processor, busy for a minute: one task runs, the others wait as `new`.
+    client = await make_client(replace(settings, processors=1, work_min_s=60.0, work_max_s=60.0))
+    running = await create(client, {"title": "running"})
+    waiting = [await create(client, {"title": f"waiting {i}"}) for i in range(3)]
+    await wait_count(client, "in_progress", 1)
+    response = await client.post("/tasks/cancel", json={"ids": [t["id"] for t in waiting]})
+    assert response.status == 200
+    response = await client.post(f"/tasks/{running['id']}/cancel")
+    assert response.status == 202
+    await wait_count(client, "cancelled", 4)
+    await client.app[REGISTRY].beat_once()
+    after = await stats(client)
+    assert after["rates"]["cancelled"] == round(4 / 60, 3)
+    assert after["counts"]["new"] == after["counts"]["in_progress"] == 0
