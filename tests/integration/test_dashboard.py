@@ -282,8 +282,11 @@ async def test_a_401_asks_for_a_token_kept_for_the_tab(
     settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
     """With TASKFLOW_API_TOKENS set, the page (open) asks for a token on the first 401."""
-    reader = "read-token-1"
-    server = await serve(aiohttp_server, replace(settings, api_tokens=((Role.READ, reader),)))
+    reader, admin = "read-token-1", "admin-token-1"
+    tokens = ((Role.READ, reader), (Role.ADMIN, admin))
+    server = await serve(
+        aiohttp_server, replace(settings, api_tokens=tokens, work_min_s=60.0, work_max_s=60.0)
+    )
     async with ClientSession() as session:
         assert (await session.get(server.make_url("/dashboard"))).status == 200
         assert (await session.get(server.make_url("/dashboard/static/main.js"))).status == 200
@@ -311,7 +314,19 @@ async def test_a_401_asks_for_a_token_kept_for_the_tab(
         await expect(page.locator("#instances tr")).to_have_count(1)
         assert await page.evaluate("sessionStorage.getItem('taskflow.token')") == reader
         assert await page.evaluate("document.cookie") == ""
-        assert all("401" in message for message in problems.console), problems
+
+        # A read token may look, not act: the refusal (403) is shown, nothing changes.
+        async with ClientSession(headers={"Authorization": f"Bearer {admin}"}) as session:
+            created = await session.post(server.make_url("/tasks"), json={"title": "guarded"})
+            task = await created.json()
+        await page.goto(str(server.make_url(f"/dashboard#/tasks/{task['id']}")))
+        await expect(page.locator("#task-title")).to_have_text("guarded")
+        await page.locator("#task-cancel").click()
+        await page.locator("#confirm-yes").click()
+        await expect(page.locator("#notice")).to_contain_text("Cancel refused")
+        await page.screenshot(path=tmp_path / "forbidden.png")
+        await expect(page.locator("#task-cancel")).to_be_visible()
+        assert all("401" in m or "403" in m for m in problems.console), problems
         assert not problems.errors
         assert not problems.dialogs
     assert any(url.endswith("/events") and auth == f"Bearer {reader}" for url, auth in seen)
