@@ -385,3 +385,21 @@ async def test_keyset_pages_forward_and_back(
         await expect(titles).to_have_count(50)
         await expect(titles.last).to_have_text("page task 03")
         assert not problems, problems
+
+
+async def test_the_overview_follows_the_counts_live(
+    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    server = await serve(aiohttp_server, settings)
+    async with open_dashboard(str(server.make_url("/dashboard"))) as (page, problems):
+        await wait_live(page)
+        completed = page.locator("#counts .status-completed .card-value")
+        await expect(completed).to_have_text("0")
+        await page.evaluate("window.notReloaded = true")
+        await asyncio.gather(*(post(server, "/tasks", {"title": f"count {i}"}) for i in range(3)))
+        await expect(completed).to_have_text("3")  # without a reload
+        assert await page.evaluate("window.notReloaded") is True
+        await page.locator("#counts .status-completed").click()  # a card opens its list
+        await expect(page.locator("#task-rows tr")).to_have_count(3)
+        assert "status=completed" in page.url
+        assert not problems, problems
