@@ -29,6 +29,7 @@ from taskflow.db.listener import EVENTS_CHANNEL, EventListener
 from taskflow.db.migrate import migrate
 from taskflow.db.store import TaskStore
 from taskflow.errors import EmbeddedDatabaseError, StoreUnavailable, TaskflowError
+from taskflow.events import routes as events
 from taskflow.keys import DATABASE, DATABASE_MODE, LISTENER, METRICS, PIPELINE, SETTINGS, STORE
 from taskflow.metrics import Metrics
 from taskflow.validation import MAX_BODY_BYTES
@@ -65,10 +66,12 @@ def create_app(
     app[METRICS] = Metrics()
     tasks.setup_routes(app)
     operations.setup_routes(app)
+    events.setup_routes(app)
     openapi.setup(app)  # last: it documents the routes above
     app[APISPEC_PARSER] = TaskflowParser()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_pipeline(on_failure, poll_s, stats_s))
+    events.setup(app)  # after the pipeline, which runs the listener
     if amqp:
         # After the pipeline: on shutdown the consumer stops before the pipeline drains.
         app.cleanup_ctx.append(consumer_ctx)

@@ -1,4 +1,4 @@
-"""The `taskflow` command: `serve` runs the pipeline, `submit` creates tasks."""
+"""The `taskflow` command: `serve` runs the pipeline, `submit` creates tasks, `watch` follows."""
 
 from __future__ import annotations
 
@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--file", default=None, help="JSON lines, one task body per line ('-' for stdin)"
     )
+    watch = commands.add_parser(
+        "watch",
+        help="follow a task's changes until it ends",
+        description="Print each status change of task ID as a JSON line as it happens; exit 0 "
+        "when it completes, 1 when it fails or is cancelled, 2 when there is no such task. "
+        "Resumes by itself after a dropped connection.",
+    )
+    watch.add_argument("id", help="the task's id")
+    watch.add_argument("--url", default=None, help="service URL (default from TASKFLOW_HOST/PORT)")
+    watch.add_argument(
+        "--token", default=None, help="API token (default: the TASKFLOW_TOKEN variable)"
+    )
     return parser
 
 
@@ -64,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command == "watch":
+        return watch_task(settings, args)
     return submit(settings, args)
 
 
@@ -128,8 +142,7 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
     except BadInput as exc:
         print(f"taskflow: {exc}", file=sys.stderr)
         return 2
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + "/tasks"
+    url = service_url(settings, args.url) + "/tasks"
     if args.file is None and args.count == 1:
         if args.via == "amqp":
             return asyncio.run(
@@ -141,6 +154,23 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
             publish_many(settings.amqp_url, settings.amqp_queue, bodies, len(bodies), args.key)
         )
     return asyncio.run(post_many(url, bodies, len(bodies), args.key))
+
+
+def service_url(settings: Settings, url: str | None) -> str:
+    """`--url`, or the service at TASKFLOW_HOST/TASKFLOW_PORT (a wildcard host: loopback)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return (url or f"http://{host}:{settings.port}").rstrip("/")
+
+
+def watch_task(settings: Settings, args: argparse.Namespace) -> int:
+    """Follow one task's events; 0 completed, 1 failed or cancelled, 2 no such task."""
+    from taskflow.watch import watch  # noqa: PLC0415
+
+    token = args.token or os.environ.get("TASKFLOW_TOKEN")
+    try:
+        return asyncio.run(watch(service_url(settings, args.url), args.id, token))
+    except KeyboardInterrupt:
+        return 130
 
 
 def _bodies(args: argparse.Namespace) -> list[bytes]:

@@ -36,6 +36,7 @@ returns the first task (`200`), the same key with another body is `409`.
 
 TAGS = [
     {"name": "tasks", "description": "Create tasks and follow them to `completed` or `failed`."},
+    {"name": "events", "description": "Live streams (Server-Sent Events) of status changes."},
     {"name": "operations", "description": "Health checks and Prometheus metrics."},
     {"name": "documentation", "description": "This document and its Swagger UI."},
 ]

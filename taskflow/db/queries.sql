@@ -167,3 +167,36 @@ UPDATE task_counts c SET n = c.n + summed.delta FROM summed WHERE c.status = sum
 
 -- name: oldest_new
 SELECT min(created_at) FROM tasks WHERE status = 'new';
+
+-- name: stream_events
+-- The global event stream (taskflow.events): events after position ($1 xid, $2 id) in
+-- (xid, id) order, only below the horizon `pg_snapshot_xmin` of this statement's snapshot:
+-- every transaction below it has ended, so no event can still appear there. The horizon
+-- and the snapshot's xmax (every xid ever assigned is below it) come back on every row, and
+-- on the one row of nulls when no event is found. Optional filters: task $4, statuses $5.
+WITH horizon AS (
+    SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, pg_snapshot_xmax(s)::text::bigint AS xmax
+    FROM pg_current_snapshot() AS s
+)
+SELECT h.xmin AS horizon, h.xmax AS next_xid, e.id, e.xid, e.task_id, e.seq, e.status,
+       e.attempt, e.at, e.reason
+FROM horizon h
+LEFT JOIN LATERAL (
+    SELECT id, xid::text::bigint AS xid, task_id, seq, status, attempt, at, reason
+    FROM task_events
+    WHERE (xid, id) > ($1::bigint::text::xid8, $2::bigint) AND xid < h.xmin::text::xid8
+      AND ($4::uuid IS NULL OR task_id = $4::uuid)
+      AND (cardinality($5::text[]) = 0 OR status = ANY($5::text[]))
+    ORDER BY xid, id
+    LIMIT $3
+) e ON true
+ORDER BY e.xid, e.id;
+
+-- name: task_stream_start
+-- Where a task's stream stands: its status and the seq of its latest event.
+SELECT status, seq FROM tasks WHERE id = $1;
+
+-- name: task_events_after
+-- A task's events after seq $2, oldest first, with their position in the global stream.
+SELECT id, xid::text::bigint AS xid, task_id, seq, status, attempt, at, reason
+FROM task_events WHERE task_id = $1 AND seq > $2 ORDER BY seq;

@@ -17,7 +17,16 @@ from typing import Any
 import asyncpg
 
 from taskflow.db.connector import CALL_TIMEOUT_S, Database
-from taskflow.models import Claim, NewTask, Outcome, Source, Status, StatusEvent, Task
+from taskflow.models import (
+    Claim,
+    NewTask,
+    Outcome,
+    Source,
+    Status,
+    StatusEvent,
+    StreamEvent,
+    Task,
+)
 
 FAR_FUTURE = datetime.fromisoformat("9999-12-31T23:59:59+00:00")
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
@@ -48,6 +57,23 @@ def _task(row: asyncpg.Record) -> Task:
         finished_at=row["finished_at"],
         cancel_requested_at=row["cancel_requested_at"],
     )
+
+
+def _stream_event(row: asyncpg.Record) -> StreamEvent:
+    event = StatusEvent(row["seq"], Status(row["status"]), row["attempt"], row["at"], row["reason"])
+    return StreamEvent(row["xid"], row["id"], row["task_id"], event)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """Events of the global stream below the horizon, and the horizon itself.
+
+    `horizon` is `pg_snapshot_xmin`: every transaction with a lower xid had ended when the
+    page was read. `next_xid` is the snapshot's xmax: no xid at or above it exists yet."""
+
+    events: list[StreamEvent]
+    horizon: int
+    next_xid: int
 
 
 def _claim(row: asyncpg.Record) -> Claim:
@@ -185,3 +211,26 @@ class TaskStore:
         rows = await self._fetch("oldest_new")
         value: datetime | None = rows[0][0] if rows else None
         return value
+
+    async def stream_events(
+        self,
+        after: tuple[int, int],
+        limit: int,
+        task_id: uuid.UUID | None = None,
+        statuses: Sequence[Status] = (),
+    ) -> StreamPage:
+        """Up to `limit` events after position `after`, below the horizon, in stream order."""
+        rows = await self._fetch(
+            "stream_events", after[0], after[1], limit, task_id, [s.value for s in statuses]
+        )
+        events = [_stream_event(r) for r in rows if r["id"] is not None]
+        return StreamPage(events, rows[0]["horizon"], rows[0]["next_xid"])
+
+    async def task_stream_start(self, task_id: uuid.UUID) -> tuple[Status, int] | None:
+        """A task's status and the `seq` of its latest event, or None for an unknown task."""
+        rows = await self._fetch("task_stream_start", task_id)
+        return (Status(rows[0]["status"]), rows[0]["seq"]) if rows else None
+
+    async def task_events_after(self, task_id: uuid.UUID, seq: int) -> list[StreamEvent]:
+        """A task's events after `seq`, oldest first."""
+        return [_stream_event(r) for r in await self._fetch("task_events_after", task_id, seq)]

@@ -1,0 +1,281 @@
+"""The event bus: one reader of the global event stream per process, fanned out in memory.
+
+PostgreSQL notifies `taskflow_events` once per statement that wrote history (see the
+lifecycle migration); the notification says which transaction wrote, not what. The bus
+keeps one shared read position `(xid, id)` and, on each notification, runs ONE query for
+all its subscribers: the events after that position and below the horizon
+`pg_snapshot_xmin` (every transaction below it has ended, so nothing can still appear
+there). While a notified transaction is not yet below the horizon (an older transaction
+still runs) it polls every `lag_poll_s`; while it has subscribers it also reads every
+`idle_poll_s` (a notification lost with the LISTEN connection is caught up this way, and
+at once after the listener reconnects). It queries nothing while nobody listens.
+
+Each subscriber gets a bounded queue. One that does not keep up is dropped: its queue is
+emptied, its stream ends, and the client resumes with `Last-Event-ID`. The bus never
+waits for a subscriber, so a slow client never slows the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import struct
+from collections.abc import Callable
+
+import orjson
+import structlog
+from aiohttp import web
+
+from taskflow.backoff import Backoff
+from taskflow.db.listener import EVENTS_CHANNEL, EventListener
+from taskflow.db.store import TaskStore
+from taskflow.errors import BadRequest, Overloaded, TaskflowError
+from taskflow.metrics import Metrics
+from taskflow.models import StreamEvent
+
+log = structlog.get_logger(__name__)
+
+Position = tuple[int, int]
+Filter = Callable[[StreamEvent], bool]
+
+_CURSOR = struct.Struct(">QQ")
+_MAX_POSITION = (1 << 63) - 1
+
+
+def encode_cursor(position: Position) -> str:
+    """The opaque SSE `id` of a position in the global stream."""
+    return base64.urlsafe_b64encode(_CURSOR.pack(*position)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Position:
+    """The position a cursor names; `BadRequest` when it is not one of ours."""
+    invalid = BadRequest(
+        "Last-Event-ID is not a cursor of this stream",
+        {"Last-Event-ID": ["Not a cursor of GET /events."]},
+    )
+    if len(cursor) != 22:
+        raise invalid
+    try:
+        xid, event_id = _CURSOR.unpack(base64.urlsafe_b64decode(cursor + "=="))
+    except (binascii.Error, ValueError, struct.error):
+        raise invalid from None
+    if xid > _MAX_POSITION or event_id > _MAX_POSITION or encode_cursor((xid, event_id)) != cursor:
+        raise invalid
+    return (xid, event_id)
+
+
+def sse_message(event_id: str, event: StreamEvent) -> bytes:
+    """One SSE message: `id`, `event: status`, and the event's JSON as `data`."""
+    return b"id: %s\nevent: status\ndata: %s\n\n" % (
+        event_id.encode(),
+        orjson.dumps(event.to_json()),
+    )
+
+
+class Subscription:
+    """What one stream receives from the bus: a bounded queue of `(event, message)`, where
+    `message` is the event's SSE message of the global stream (encoded once for all).
+
+    `start` is the bus position when the subscription began: every event after it is
+    delivered (unless the subscription ends first); events at or before it are not.
+    """
+
+    def __init__(self, bus: EventBus, accept: Filter, capacity: int) -> None:
+        self._bus = bus
+        self.accept = accept
+        self._queue: asyncio.Queue[tuple[StreamEvent, bytes] | None] = asyncio.Queue(capacity + 1)
+        self._capacity = capacity
+        self.start: Position = (0, 0)
+        # Why the subscription ended: "lagging", "shutdown" or "closed"; None while it runs.
+        self.ended: str | None = None
+
+    def offer(self, event: StreamEvent, message: bytes) -> None:
+        """Queue an event, or end the subscription as lagging when its queue is full."""
+        if self.ended is not None:
+            return
+        if self._queue.qsize() >= self._capacity:
+            self._bus.dropped_lagging(self)
+            return
+        self._queue.put_nowait((event, message))
+
+    def end(self, reason: str) -> None:
+        """Stop delivering: free what is queued and wake the reader with the end."""
+        if self.ended is not None:
+            return
+        self.ended = reason
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+
+    async def batch(self) -> list[tuple[StreamEvent, bytes]] | None:
+        """Wait for the next events and return all those queued; None once ended."""
+        first = await self._queue.get()
+        if first is None:
+            return None
+        items = [first]
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                return None
+            items.append(item)
+        return items
+
+    def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+        self.end("closed")
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    """Reads the global event stream once for every subscriber of this process."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        listener: EventListener,
+        metrics: Metrics,
+        *,
+        capacity: int = 10_000,
+        batch: int = 5_000,
+        lag_poll_s: float = 0.025,
+        idle_poll_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._listener = listener
+        self._metrics = metrics
+        self.capacity = capacity
+        self._batch = batch
+        self._lag_poll_s = lag_poll_s
+        self._idle_poll_s = idle_poll_s
+        self._subscriptions: set[Subscription] = set()
+        self._position: Position | None = None
+        self._notified = 0  # the highest xid notified (not yet known to be below the horizon)
+        self._horizon = 0
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._closed = False
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are open."""
+        return len(self._subscriptions)
+
+    def start(self) -> None:
+        """Listen to the events channel and start the reader task."""
+        self._unsubscribe = self._listener.subscribe(EVENTS_CHANNEL, self._on_notify)
+        self._task = asyncio.create_task(self._run(), name="event-bus")
+        self._task.add_done_callback(self._reader_done)
+
+    def close(self) -> None:
+        """End every subscription (their streams close); refuse new ones."""
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.end("shutdown")
+        self._subscriptions.clear()
+
+    async def stop(self) -> None:
+        """Close, stop listening and stop the reader task."""
+        self.close()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Supervised: a dead reader would leave every stream silent; end them instead.
+            log.error("events.bus_died", error=repr(task.exception()))
+            self.close()
+
+    async def subscribe(self, accept: Filter) -> Subscription:
+        """A new subscription to the events `accept` takes, from the bus position on.
+
+        When the bus had no subscriber, this first reads the horizon: the position starts
+        at the present."""
+        if self._closed:
+            raise Overloaded("the service is stopping", {})
+        subscription = Subscription(self, accept, self.capacity)
+        async with self._lock:
+            if self._position is None:
+                page = await self._store.stream_events((0, 0), 0)
+                self._position = (page.horizon, 0)
+                self._horizon = page.horizon
+            subscription.start = self._position
+            self._subscriptions.add(subscription)
+        self._wake.set()  # the reader may be waiting without a deadline: it has work now
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Forget `subscription`; with none left the bus stops reading."""
+        self._subscriptions.discard(subscription)
+        if not self._subscriptions and not self._lock.locked():
+            self._position = None
+
+    def dropped_lagging(self, subscription: Subscription) -> None:
+        """End a subscription whose queue is full (its client does not keep up)."""
+        subscription.end("lagging")
+        self._subscriptions.discard(subscription)
+        self._metrics.stream_subscribers_dropped.inc()
+        log.warning("events.subscriber_dropped", reason="lagging", capacity=self.capacity)
+
+    def _on_notify(self, payload: str | None) -> None:
+        if payload is not None:
+            try:
+                xid = int(orjson.loads(payload)["xid"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("events.bad_notification", payload=payload[:200])
+            else:
+                self._notified = max(self._notified, xid)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = Backoff(first=0.2, cap=5.0)
+        while True:
+            if not self._subscriptions:
+                timeout: float | None = None
+            elif self._notified >= self._horizon:
+                timeout = self._lag_poll_s  # a notified transaction is not below the horizon
+            else:
+                timeout = self._idle_poll_s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self._read():
+                    pass  # a full page: read on at once
+            except TaskflowError as exc:
+                delay = backoff.next()
+                log.warning("events.read_failed", error=exc.message, retry_in_s=delay)
+                await asyncio.sleep(delay)
+            else:
+                backoff.reset()
+
+    async def _read(self) -> bool:
+        """One read for every subscriber; True when there may be more below the horizon."""
+        async with self._lock:
+            if not self._subscriptions or self._position is None:
+                self._position = None
+                return False
+            page = await self._store.stream_events(self._position, self._batch)
+            if not self._subscriptions:
+                self._position = None
+                return False
+            self._horizon = page.horizon
+            for event in page.events:
+                message = sse_message(encode_cursor(event.position), event)
+                for subscription in list(self._subscriptions):
+                    if subscription.accept(event):
+                        subscription.offer(event, message)
+            if page.events:
+                self._position = page.events[-1].position
+            return len(page.events) >= self._batch
+
+
+EVENT_BUS = web.AppKey("event_bus", EventBus)
