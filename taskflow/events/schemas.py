@@ -15,7 +15,7 @@ LAST_EVENT_ID: dict[str, Any] = {
     "in": "header",
     "name": "Last-Event-ID",
     "required": False,
-    "schema": {"type": "string", "maxLength": 100},
+    "schema": {"type": "string"},
     "description": "The `id` of the last message seen: the stream resumes after it.",
 }
 
