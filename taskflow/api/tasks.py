@@ -173,7 +173,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @docs(
-    tags=["tasks", "events"],
+    tags=["tasks"],
     operation_id="getTaskEvents",
     summary="Status history of a task, or its live stream",
     description="The history as JSON; with `Accept: text/event-stream` a Server-Sent Events "
