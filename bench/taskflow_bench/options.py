@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 from taskflow.config import LOG_LEVELS
 
-SCENARIOS = ("http", "amqp", "drain", "capacity", "backlog")
+SCENARIOS = (
+    "http",
+    "amqp",
+    "drain",
+    "capacity",
+    "backlog",
+    "stream-latency",
+    "stream-fanout",
+)
 CLIENTS = ("auto", "aiohttp", "wrk")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -35,6 +43,10 @@ class BenchOptions:
     backlog_small: int = 1_000
     backlog_large: int = 100_000
     backlog_seconds: float = 8.0
+    stream_rate: float = 200.0
+    stream_seconds: float = 10.0
+    stream_clients: int = 200
+    stream_tasks: int = 20_000
     processors: int = 100
     log_level: str = "warning"
     progress: bool = True
@@ -124,6 +136,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long memory is watched with each backlog",
     )
     parser.add_argument(
+        "--stream-rate",
+        type=_positive_float,
+        default=d.stream_rate,
+        help="status changes per second made on the other instance (stream-latency)",
+    )
+    parser.add_argument("--stream-seconds", type=_positive_float, default=d.stream_seconds)
+    parser.add_argument(
+        "--stream-clients",
+        type=_positive_int,
+        default=d.stream_clients,
+        help="open GET /events streams during the stream-fanout drain",
+    )
+    parser.add_argument("--stream-tasks", type=_positive_int, default=d.stream_tasks)
+    parser.add_argument(
         "--processors",
         type=_positive_int,
         default=d.processors,
@@ -159,6 +185,10 @@ def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
         backlog_small=args.backlog_small,
         backlog_large=args.backlog_large,
         backlog_seconds=args.backlog_seconds,
+        stream_rate=args.stream_rate,
+        stream_seconds=args.stream_seconds,
+        stream_clients=args.stream_clients,
+        stream_tasks=args.stream_tasks,
         processors=args.processors,
         log_level=args.log_level,
         progress=args.progress,
