@@ -170,13 +170,27 @@ SELECT min(created_at) FROM tasks WHERE status = 'new';
 
 -- name: stream_events
 -- The global event stream (taskflow.events): events after position ($1 xid, $2 id) in
--- (xid, id) order, only below the horizon `pg_snapshot_xmin` of this statement's snapshot:
--- every transaction below it has ended, so no event can still appear there. The horizon
--- and the snapshot's xmax (every xid ever assigned is below it) come back on every row, and
--- on the one row of nulls when no event is found. Optional filters: task $4, statuses $5.
-WITH horizon AS (
-    SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, pg_snapshot_xmax(s)::text::bigint AS xmax
-    FROM pg_current_snapshot() AS s
+-- (xid, id) order, only below a horizon that no transaction of this database can still
+-- write under. That is `pg_snapshot_xmin` of this statement's snapshot, except that the
+-- transactions positively known to belong to OTHER databases of the server (their backend
+-- says so in pg_stat_activity) are skipped: xids are server-wide, and a long transaction
+-- elsewhere on a shared server would otherwise hold every stream back. An xid not known to
+-- be foreign (a backend that ended, or whose row is hidden) counts as ours: late, never
+-- wrong. The horizon and the snapshot's xmax (every xid ever assigned is below it) come
+-- back on every row, and on the one row of nulls when no event is found. Optional
+-- filters: task $4, statuses $5.
+WITH snapshot AS (
+    SELECT pg_current_snapshot() AS s
+), foreign_xids AS (
+    SELECT backend_xid::text::bigint AS xid32 FROM pg_stat_activity
+    WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()
+), horizon AS (
+    SELECT coalesce(
+               (SELECT min(x::text::bigint) FROM pg_snapshot_xip(snapshot.s) AS x
+                WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid32 FROM foreign_xids)),
+               pg_snapshot_xmax(snapshot.s)::text::bigint) AS xmin,
+           pg_snapshot_xmax(snapshot.s)::text::bigint AS xmax
+    FROM snapshot
 )
 SELECT h.xmin AS horizon, h.xmax AS next_xid, e.id, e.xid, e.task_id, e.seq, e.status,
        e.attempt, e.at, e.reason

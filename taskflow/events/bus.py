@@ -139,7 +139,7 @@ class EventBus:
         *,
         capacity: int = 10_000,
         batch: int = 5_000,
-        lag_poll_s: float = 0.025,
+        lag_poll_s: float = 0.01,
         idle_poll_s: float = 1.0,
     ) -> None:
         self._store = store
