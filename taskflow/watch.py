@@ -104,6 +104,7 @@ async def watch(base_url: str, task_id: str, token: str | None) -> int:
                         status = orjson.loads(message.data).get("status")
                         if status in EXIT_CODES:
                             return EXIT_CODES[status]
+                    print("taskflow: the stream ended before the task, resuming", file=sys.stderr)
             except (ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
                 print(
                     f"taskflow: stream interrupted ({type(exc).__name__}), resuming",

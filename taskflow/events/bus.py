@@ -22,6 +22,7 @@ import base64
 import binascii
 import contextlib
 import struct
+import uuid
 from collections.abc import Callable
 
 import orjson
@@ -74,31 +75,69 @@ def sse_message(event_id: str, event: StreamEvent) -> bytes:
     )
 
 
-class Subscription:
-    """What one stream receives from the bus: a bounded queue of `(event, message)`, where
-    `message` is the event's SSE message of the global stream (encoded once for all).
+class Batch:
+    """Events of one read, in stream order, with their SSE messages of the global stream.
 
+    One read's batch is shared by every subscriber that takes all of it: its messages
+    are encoded once, and joined into one buffer once, whatever the number of streams.
+    """
+
+    __slots__ = ("_joined", "events", "messages")
+
+    def __init__(self, events: list[StreamEvent], messages: list[bytes]) -> None:
+        self.events = events
+        self.messages = messages
+        self._joined: bytes | None = None
+
+    def joined(self) -> bytes:
+        """Every message, in one buffer (built once)."""
+        if self._joined is None:
+            self._joined = b"".join(self.messages)
+        return self._joined
+
+    def select(self, accept: Filter) -> Batch:
+        """The events `accept` takes (self when it takes them all)."""
+        kept = [n for n, event in enumerate(self.events) if accept(event)]
+        if len(kept) == len(self.events):
+            return self
+        return Batch([self.events[n] for n in kept], [self.messages[n] for n in kept])
+
+    def after(self, position: Position) -> Batch:
+        """The events after `position`."""
+        return self.select(lambda event: event.position > position)
+
+
+class Subscription:
+    """What one stream receives from the bus: batches of events, at most `capacity` events
+    queued (more ends it as lagging).
+
+    `task_id` subscribes to one task's events, `accept` (None: all) filters the rest.
     `start` is the bus position when the subscription began: every event after it is
     delivered (unless the subscription ends first); events at or before it are not.
     """
 
-    def __init__(self, bus: EventBus, accept: Filter, capacity: int) -> None:
+    def __init__(
+        self, bus: EventBus, capacity: int, task_id: uuid.UUID | None, accept: Filter | None
+    ) -> None:
         self._bus = bus
+        self.task_id = task_id
         self.accept = accept
-        self._queue: asyncio.Queue[tuple[StreamEvent, bytes] | None] = asyncio.Queue(capacity + 1)
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+        self._queued = 0  # events in the queue
         self._capacity = capacity
         self.start: Position = (0, 0)
-        # Why the subscription ended: "lagging", "shutdown" or "closed"; None while it runs.
+        # Why the subscription ended: "lagging", "shutdown", "disconnected" or "closed".
         self.ended: str | None = None
 
-    def offer(self, event: StreamEvent, message: bytes) -> None:
-        """Queue an event, or end the subscription as lagging when its queue is full."""
-        if self.ended is not None:
+    def offer(self, batch: Batch) -> None:
+        """Queue a batch, or end the subscription as lagging when it would hold too many."""
+        if self.ended is not None or not batch.events:
             return
-        if self._queue.qsize() >= self._capacity:
+        if self._queued + len(batch.events) > self._capacity:
             self._bus.dropped_lagging(self)
             return
-        self._queue.put_nowait((event, message))
+        self._queued += len(batch.events)
+        self._queue.put_nowait(batch)
 
     def end(self, reason: str) -> None:
         """Stop delivering: free what is queued and wake the reader with the end."""
@@ -107,10 +146,11 @@ class Subscription:
         self.ended = reason
         while not self._queue.empty():
             self._queue.get_nowait()
+        self._queued = 0
         self._queue.put_nowait(None)
 
-    async def batch(self) -> list[tuple[StreamEvent, bytes]] | None:
-        """Wait for the next events and return all those queued; None once ended."""
+    async def batches(self) -> list[Batch] | None:
+        """Wait for events and return every batch queued; None once ended."""
         first = await self._queue.get()
         if first is None:
             return None
@@ -120,6 +160,7 @@ class Subscription:
             if item is None:
                 return None
             items.append(item)
+        self._queued -= sum(len(b.events) for b in items)
         return items
 
     def close(self) -> None:
@@ -150,6 +191,7 @@ class EventBus:
         self._lag_poll_s = lag_poll_s
         self._idle_poll_s = idle_poll_s
         self._subscriptions: set[Subscription] = set()
+        self._by_task: dict[uuid.UUID, set[Subscription]] = {}
         self._position: Position | None = None
         self._notified = 0  # the highest xid notified (not yet known to be below the horizon)
         self._horizon = 0
@@ -176,6 +218,7 @@ class EventBus:
         for subscription in list(self._subscriptions):
             subscription.end("shutdown")
         self._subscriptions.clear()
+        self._by_task.clear()
 
     async def stop(self) -> None:
         """Close, stop listening and stop the reader task."""
@@ -193,34 +236,47 @@ class EventBus:
             log.error("events.bus_died", error=repr(task.exception()))
             self.close()
 
-    async def subscribe(self, accept: Filter) -> Subscription:
-        """A new subscription to the events `accept` takes, from the bus position on.
+    async def subscribe(
+        self, *, task_id: uuid.UUID | None = None, accept: Filter | None = None
+    ) -> Subscription:
+        """A new subscription to one task's events (`task_id`) or to those `accept` takes
+        (every event when None), from the bus position on.
 
         When the bus had no subscriber, this first reads the horizon: the position starts
         at the present."""
         if self._closed:
             raise Overloaded("the service is stopping", {})
-        subscription = Subscription(self, accept, self.capacity)
+        subscription = Subscription(self, self.capacity, task_id, accept)
         async with self._lock:
             if self._position is None:
                 page = await self._store.stream_events((0, 0), 0)
                 self._position = (page.horizon, 0)
                 self._horizon = page.horizon
             subscription.start = self._position
-            self._subscriptions.add(subscription)
+            self._add(subscription)
         self._wake.set()  # the reader may be waiting without a deadline: it has work now
         return subscription
+
+    def _add(self, subscription: Subscription) -> None:
+        self._subscriptions.add(subscription)
+        if subscription.task_id is not None:
+            self._by_task.setdefault(subscription.task_id, set()).add(subscription)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Forget `subscription`; with none left the bus stops reading."""
         self._subscriptions.discard(subscription)
+        if subscription.task_id is not None:
+            watchers = self._by_task.get(subscription.task_id, set())
+            watchers.discard(subscription)
+            if not watchers:
+                self._by_task.pop(subscription.task_id, None)
         if not self._subscriptions and not self._lock.locked():
             self._position = None
 
     def dropped_lagging(self, subscription: Subscription) -> None:
         """End a subscription whose queue is full (its client does not keep up)."""
         subscription.end("lagging")
-        self._subscriptions.discard(subscription)
+        self.unsubscribe(subscription)
         self._metrics.stream_subscribers_dropped.inc()
         log.warning("events.subscriber_dropped", reason="lagging", capacity=self.capacity)
 
@@ -268,14 +324,26 @@ class EventBus:
                 self._position = None
                 return False
             self._horizon = page.horizon
-            for event in page.events:
-                message = sse_message(encode_cursor(event.position), event)
-                for subscription in list(self._subscriptions):
-                    if subscription.accept(event):
-                        subscription.offer(event, message)
             if page.events:
+                self._fan_out(page.events)
                 self._position = page.events[-1].position
             return len(page.events) >= self._batch
+
+    def _fan_out(self, events: list[StreamEvent]) -> None:
+        batch = Batch(events, [sse_message(encode_cursor(e.position), e) for e in events])
+        for subscription in list(self._subscriptions):
+            if subscription.task_id is None:
+                accept = subscription.accept
+                subscription.offer(batch if accept is None else batch.select(accept))
+        if self._by_task:
+            per_task: dict[uuid.UUID, list[int]] = {}
+            for n, event in enumerate(events):
+                if event.task_id in self._by_task:
+                    per_task.setdefault(event.task_id, []).append(n)
+            for task_id, indexes in per_task.items():
+                own = Batch([events[n] for n in indexes], [batch.messages[n] for n in indexes])
+                for subscription in list(self._by_task.get(task_id, ())):
+                    subscription.offer(own)
 
 
 EVENT_BUS = web.AppKey("event_bus", EventBus)

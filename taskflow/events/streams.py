@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from taskflow.errors import BadRequest, TaskNotFound
-from taskflow.events.bus import EVENT_BUS, Position, Subscription, encode_cursor, sse_message
+from taskflow.events.bus import EVENT_BUS, Batch, Position, Subscription, encode_cursor, sse_message
 from taskflow.events.schemas import EVENT_STREAM
 from taskflow.keys import METRICS, STORE
 from taskflow.models import Status, StreamEvent
@@ -108,6 +108,11 @@ class _Stream:
         if abort and transport is not None:
             transport.abort()
 
+    async def write_batch(self, batch: Batch) -> None:
+        """Write a batch of the bus (its buffer is shared by every stream that takes it all)."""
+        await self._write(batch.joined())
+        self._metrics.stream_events_sent.labels(self.kind).inc(len(batch.events))
+
     async def send(self, messages: Sequence[bytes]) -> None:
         """Write `messages` in one write; afterwards `open` is False if the client is gone."""
         if messages:
@@ -133,7 +138,7 @@ async def task_stream(request: web.Request, task_id: uuid.UUID) -> web.StreamRes
             f"Last-Event-ID {after} is past the last event of the task ({seq})",
             {"Last-Event-ID": [f"The task's last event is {seq}."]},
         )
-    subscription = await request.app[EVENT_BUS].subscribe(lambda e: e.task_id == task_id)
+    subscription = await request.app[EVENT_BUS].subscribe(task_id=task_id)
     try:
         history = await store.task_events_after(task_id, after)
         async with _Stream(request, "task", subscription) as stream:
@@ -144,10 +149,10 @@ async def task_stream(request: web.Request, task_id: uuid.UUID) -> web.StreamRes
             if history and history[-1].event.status.terminal:
                 return stream.response
             while stream.open:
-                batch = await subscription.batch()
-                if batch is None:
+                batches = await subscription.batches()
+                if batches is None:
                     break
-                for event, _message in batch:
+                for event in (e for batch in batches for e in batch.events):
                     if event.event.seq <= sent:
                         continue
                     await stream.send([sse_message(str(event.event.seq), event)])
@@ -180,7 +185,8 @@ async def global_stream(
 ) -> web.StreamResponse:
     """`GET /events`: every event after `cursor` (from the present without one), then live."""
     store = request.app[STORE]
-    subscription = await request.app[EVENT_BUS].subscribe(_Accept(task_id, statuses))
+    accept = _Accept(task_id, statuses) if task_id is not None or statuses else None
+    subscription = await request.app[EVENT_BUS].subscribe(accept=accept)
     try:
         last = subscription.start if cursor is None else cursor
         first = None
@@ -201,13 +207,14 @@ async def global_stream(
                     break
                 page = await store.stream_events(last, REPLAY_BATCH, task_id, sorted(statuses))
             while stream.open:
-                batch = await subscription.batch()
-                if batch is None:
+                batches = await subscription.batches()
+                if batches is None:
                     break
-                fresh = [message for event, message in batch if event.position > last]
-                if fresh:
-                    last = batch[-1][0].position
-                    await stream.send(fresh)
+                for batch in batches:
+                    fresh = batch.after(last)
+                    if fresh.events and stream.open:
+                        await stream.write_batch(fresh)
+                        last = fresh.events[-1].position
             return stream.response
     finally:
         subscription.close()

@@ -184,7 +184,6 @@ async def _watch(url: str, task_id: str) -> tuple[int, str, str]:
 
 async def test_taskflow_watch_exit_codes(fleet: Fleet) -> None:
     ok = await fleet.start("ok", work_min_s=1.0, work_max_s=1.0, failure_rate=0.0)
-    bad = await fleet.start("bad", work_min_s=1.0, work_max_s=1.0, failure_rate=1.0)
     async with fleet.session.post(f"{ok.url}/tasks", json={"title": "w"}) as response:
         good_id = (await response.json())["id"]
     code, out, err = await _watch(ok.url, good_id)
@@ -192,7 +191,8 @@ async def test_taskflow_watch_exit_codes(fleet: Fleet) -> None:
     assert [line for line in out.splitlines() if '"completed"' in line]
     assert "new" in out
 
-    await ok.stop()  # only `bad` takes tasks now
+    await ok.stop()  # only `bad` takes tasks from now on
+    bad = await fleet.start("bad", work_min_s=1.0, work_max_s=1.0, failure_rate=1.0)
     async with fleet.session.post(f"{bad.url}/tasks", json={"title": "w"}) as response:
         failing_id = (await response.json())["id"]
     code, out, err = await _watch(bad.url, failing_id)
