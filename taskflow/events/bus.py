@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import contextlib
 import struct
 import uuid
@@ -75,6 +76,10 @@ def sse_message(event_id: str, event: StreamEvent) -> bytes:
     )
 
 
+def _position(event: StreamEvent) -> Position:
+    return event.position
+
+
 class Batch:
     """Events of one read, in stream order, with their SSE messages of the global stream.
 
@@ -103,8 +108,11 @@ class Batch:
         return Batch([self.events[n] for n in kept], [self.messages[n] for n in kept])
 
     def after(self, position: Position) -> Batch:
-        """The events after `position`."""
-        return self.select(lambda event: event.position > position)
+        """The events after `position` (the events are in stream order: a bisection)."""
+        if not self.events or self.events[0].position > position:
+            return self
+        first = bisect.bisect_right(self.events, position, key=_position)
+        return Batch(self.events[first:], self.messages[first:])
 
 
 class Subscription:

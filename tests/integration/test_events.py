@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from taskflow.config import Settings
+from tests.conftest import ADMIN_URL
 from tests.integration.sse import data, first_line, read_messages, stream_headers
 
 Client = TestClient[web.Request, web.Application]
@@ -193,3 +194,35 @@ async def test_global_stream_filters_by_status_and_task(client: Client) -> None:
     expected = [m.id for m in all_six[1:] if data(m)["task_id"] == second]
     assert [m.id for m in await read_messages(one, count=len(expected))] == expected
     one.close()
+
+
+async def test_a_transaction_in_another_database_does_not_hold_the_stream_back(
+    client: Client,
+) -> None:
+    response = await client.get("/events", headers=stream_headers())
+    await first_line(response)
+    elsewhere = await asyncpg.connect(ADMIN_URL)  # another database of the same server
+    try:
+        async with elsewhere.transaction():
+            await elsewhere.fetchval("SELECT pg_current_xact_id()")  # holds an xid open
+            task_id = await _create(client)
+            # Delivered while that transaction is still open: it cannot write our tables.
+            messages = await read_messages(response, count=3)
+    finally:
+        await elsewhere.close()
+    response.close()
+    assert {data(m)["task_id"] for m in messages} == {task_id}
+
+
+async def test_stream_metrics(client: Client) -> None:
+    response = await client.get("/events", headers=stream_headers())
+    await first_line(response)
+    await _create(client)
+    await read_messages(response, count=3)
+    text = await (await client.get("/metrics")).text()
+    response.close()
+    assert 'taskflow_event_streams_open{stream="global"} 1.0' in text
+    assert 'taskflow_event_stream_events_sent_total{stream="global"} 3.0' in text
+    assert "taskflow_event_stream_subscribers_dropped_total 0.0" in text
+    assert "taskflow_notification_queue_usage 0.0" in text
+    assert "taskflow_event_listener_reconnects 0.0" in text
