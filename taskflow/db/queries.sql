@@ -214,3 +214,11 @@ SELECT status, seq FROM tasks WHERE id = $1;
 -- A task's events after seq $2, oldest first, with their position in the global stream.
 SELECT id, xid::text::bigint AS xid, task_id, seq, status, attempt, at, reason
 FROM task_events WHERE task_id = $1 AND seq > $2 ORDER BY seq;
+
+-- name: task_events_since
+-- The events of several tasks ($1) after a seq for each ($2), by task and seq: the live
+-- feed of the task streams (per task, seq order is commit order; no horizon needed).
+SELECT e.id, e.xid::text::bigint AS xid, e.task_id, e.seq, e.status, e.attempt, e.at, e.reason
+FROM unnest($1::uuid[], $2::int[]) AS w(task_id, seq)
+JOIN task_events e ON e.task_id = w.task_id AND e.seq > w.seq
+ORDER BY e.task_id, e.seq;

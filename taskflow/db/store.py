@@ -234,3 +234,10 @@ class TaskStore:
     async def task_events_after(self, task_id: uuid.UUID, seq: int) -> list[StreamEvent]:
         """A task's events after `seq`, oldest first."""
         return [_stream_event(r) for r in await self._fetch("task_events_after", task_id, seq)]
+
+    async def task_events_since(
+        self, task_ids: Sequence[uuid.UUID], seqs: Sequence[int]
+    ) -> list[StreamEvent]:
+        """The events of each task of `task_ids` after its seq in `seqs`, by task and seq."""
+        rows = await self._fetch("task_events_since", list(task_ids), list(seqs))
+        return [_stream_event(r) for r in rows]

@@ -10,6 +10,10 @@ still runs) it polls every `lag_poll_s`; while it has subscribers it also reads 
 `idle_poll_s` (a notification lost with the LISTEN connection is caught up this way, and
 at once after the listener reconnects). It queries nothing while nobody listens.
 
+Task streams need no horizon (a task's events are ordered by its `seq`, gap-free in commit
+order): for them the same wake-up runs one more query, the events of every watched task
+after the last `seq` read for it.
+
 Each subscriber gets a bounded queue. One that does not keep up is dropped: its queue is
 emptied, its stream ends, and the client resumes with `Last-Event-ID`. The bus never
 waits for a subscriber, so a slow client never slows the pipeline.
@@ -198,8 +202,9 @@ class EventBus:
         self._batch = batch
         self._lag_poll_s = lag_poll_s
         self._idle_poll_s = idle_poll_s
-        self._subscriptions: set[Subscription] = set()
+        self._global: set[Subscription] = set()
         self._by_task: dict[uuid.UUID, set[Subscription]] = {}
+        self._task_seq: dict[uuid.UUID, int] = {}  # per watched task: the last seq read
         self._position: Position | None = None
         self._notified = 0  # the highest xid notified (not yet known to be below the horizon)
         self._horizon = 0
@@ -208,11 +213,6 @@ class EventBus:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
-
-    @property
-    def subscribers(self) -> int:
-        """How many subscriptions are open."""
-        return len(self._subscriptions)
 
     def start(self) -> None:
         """Listen to the events channel and start the reader task."""
@@ -223,10 +223,11 @@ class EventBus:
     def close(self) -> None:
         """End every subscription (their streams close); refuse new ones."""
         self._closed = True
-        for subscription in list(self._subscriptions):
+        for subscription in [*self._global, *(s for w in self._by_task.values() for s in w)]:
             subscription.end("shutdown")
-        self._subscriptions.clear()
+        self._global.clear()
         self._by_task.clear()
+        self._task_seq.clear()
 
     async def stop(self) -> None:
         """Close, stop listening and stop the reader task."""
@@ -245,41 +246,52 @@ class EventBus:
             self.close()
 
     async def subscribe(
-        self, *, task_id: uuid.UUID | None = None, accept: Filter | None = None
+        self,
+        *,
+        task_id: uuid.UUID | None = None,
+        after_seq: int = 0,
+        accept: Filter | None = None,
     ) -> Subscription:
-        """A new subscription to one task's events (`task_id`) or to those `accept` takes
-        (every event when None), from the bus position on.
+        """A new subscription: to one task's events after `after_seq` (`task_id`), or to the
+        global stream's events that `accept` takes (all when None) from the bus position on.
 
-        When the bus had no subscriber, this first reads the horizon: the position starts
-        at the present."""
+        When the bus had no global subscriber, this first reads the horizon: the position
+        starts at the present."""
         if self._closed:
             raise Overloaded("the service is stopping", {})
         subscription = Subscription(self, self.capacity, task_id, accept)
         async with self._lock:
-            if self._position is None:
-                page = await self._store.stream_events((0, 0), 0)
-                self._position = (page.horizon, 0)
-                self._horizon = page.horizon
-            subscription.start = self._position
-            self._add(subscription)
+            if task_id is not None:
+                self._by_task.setdefault(task_id, set()).add(subscription)
+                known = self._task_seq.get(task_id)
+                self._task_seq[task_id] = after_seq if known is None else min(known, after_seq)
+            else:
+                if self._position is None:
+                    page = await self._store.stream_events((0, 0), 0)
+                    self._position = (page.horizon, 0)
+                    self._horizon = page.horizon
+                subscription.start = self._position
+                self._global.add(subscription)
         self._wake.set()  # the reader may be waiting without a deadline: it has work now
         return subscription
 
-    def _add(self, subscription: Subscription) -> None:
-        self._subscriptions.add(subscription)
-        if subscription.task_id is not None:
-            self._by_task.setdefault(subscription.task_id, set()).add(subscription)
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are open."""
+        return len(self._global) + sum(len(s) for s in self._by_task.values())
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Forget `subscription`; with none left the bus stops reading."""
-        self._subscriptions.discard(subscription)
-        if subscription.task_id is not None:
-            watchers = self._by_task.get(subscription.task_id, set())
-            watchers.discard(subscription)
-            if not watchers:
-                self._by_task.pop(subscription.task_id, None)
-        if not self._subscriptions and not self._lock.locked():
-            self._position = None
+        if subscription.task_id is None:
+            self._global.discard(subscription)
+            if not self._global and not self._lock.locked():
+                self._position = None
+            return
+        watchers = self._by_task.get(subscription.task_id, set())
+        watchers.discard(subscription)
+        if not watchers:
+            self._by_task.pop(subscription.task_id, None)
+            self._task_seq.pop(subscription.task_id, None)
 
     def dropped_lagging(self, subscription: Subscription) -> None:
         """End a subscription whose queue is full (its client does not keep up)."""
@@ -301,9 +313,9 @@ class EventBus:
     async def _run(self) -> None:
         backoff = Backoff(first=0.2, cap=5.0)
         while True:
-            if not self._subscriptions:
+            if not self._global and not self._by_task:
                 timeout: float | None = None
-            elif self._notified >= self._horizon:
+            elif self._global and self._notified >= self._horizon:
                 timeout = self._lag_poll_s  # a notified transaction is not below the horizon
             else:
                 timeout = self._idle_poll_s
@@ -324,11 +336,13 @@ class EventBus:
     async def _read(self) -> bool:
         """One read for every subscriber; True when there may be more below the horizon."""
         async with self._lock:
-            if not self._subscriptions or self._position is None:
+            if self._by_task:
+                await self._read_tasks()
+            if not self._global or self._position is None:
                 self._position = None
                 return False
             page = await self._store.stream_events(self._position, self._batch)
-            if not self._subscriptions:
+            if not self._global:
                 self._position = None
                 return False
             self._horizon = page.horizon
@@ -337,21 +351,25 @@ class EventBus:
                 self._position = page.events[-1].position
             return len(page.events) >= self._batch
 
+    async def _read_tasks(self) -> None:
+        """The new events of every watched task, by seq: no horizon to wait for."""
+        ids = list(self._task_seq)
+        events = await self._store.task_events_since(ids, [self._task_seq[i] for i in ids])
+        per_task: dict[uuid.UUID, list[StreamEvent]] = {}
+        for event in events:
+            per_task.setdefault(event.task_id, []).append(event)
+        for task_id, own in per_task.items():
+            if task_id in self._task_seq:
+                self._task_seq[task_id] = own[-1].event.seq
+            batch = Batch(own, [])  # a task stream encodes its own messages (id: seq)
+            for subscription in list(self._by_task.get(task_id, ())):
+                subscription.offer(batch)
+
     def _fan_out(self, events: list[StreamEvent]) -> None:
         batch = Batch(events, [sse_message(encode_cursor(e.position), e) for e in events])
-        for subscription in list(self._subscriptions):
-            if subscription.task_id is None:
-                accept = subscription.accept
-                subscription.offer(batch if accept is None else batch.select(accept))
-        if self._by_task:
-            per_task: dict[uuid.UUID, list[int]] = {}
-            for n, event in enumerate(events):
-                if event.task_id in self._by_task:
-                    per_task.setdefault(event.task_id, []).append(n)
-            for task_id, indexes in per_task.items():
-                own = Batch([events[n] for n in indexes], [batch.messages[n] for n in indexes])
-                for subscription in list(self._by_task.get(task_id, ())):
-                    subscription.offer(own)
+        for subscription in list(self._global):
+            accept = subscription.accept
+            subscription.offer(batch if accept is None else batch.select(accept))
 
 
 EVENT_BUS = web.AppKey("event_bus", EventBus)

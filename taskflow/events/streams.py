@@ -138,7 +138,7 @@ async def task_stream(request: web.Request, task_id: uuid.UUID) -> web.StreamRes
             f"Last-Event-ID {after} is past the last event of the task ({seq})",
             {"Last-Event-ID": [f"The task's last event is {seq}."]},
         )
-    subscription = await request.app[EVENT_BUS].subscribe(task_id=task_id)
+    subscription = await request.app[EVENT_BUS].subscribe(task_id=task_id, after_seq=seq)
     try:
         history = await store.task_events_after(task_id, after)
         async with _Stream(request, "task", subscription) as stream:

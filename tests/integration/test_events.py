@@ -226,3 +226,25 @@ async def test_stream_metrics(client: Client) -> None:
     assert "taskflow_event_stream_subscribers_dropped_total 0.0" in text
     assert "taskflow_notification_queue_usage 0.0" in text
     assert "taskflow_event_listener_reconnects 0.0" in text
+
+
+async def test_a_long_transaction_holds_the_global_stream_back_but_not_a_task_stream(
+    make_client: MakeClient, settings: Settings, db_url: str
+) -> None:
+    client = await make_client(replace(settings, work_min_s=0.5, work_max_s=0.5))
+    everything = await client.get("/events", headers=stream_headers())
+    await first_line(everything)
+    long = await asyncpg.connect(db_url)
+    try:
+        async with long.transaction():
+            await long.fetchval("SELECT pg_current_xact_id()")  # an open xid in our database
+            task_id = await _create(client)
+            one = await client.get(f"/tasks/{task_id}/events", headers=stream_headers())
+            task_messages = await read_messages(one)  # to its end, while the xid is open
+        # Only now, with that transaction ended, can the global stream pass its xid.
+        global_messages = await read_messages(everything, count=3)
+    finally:
+        await long.close()
+    everything.close()
+    assert [data(m)["status"] for m in task_messages] == ["new", "in_progress", "completed"]
+    assert [data(m)["seq"] for m in global_messages] == [1, 2, 3]
