@@ -69,12 +69,14 @@ class _Stream:
         self.response = EventSourceResponse(
             sep="\n", send_timeout=SEND_TIMEOUT_S, ping_interval=PING_INTERVAL_S
         )
-        self._metrics = request.app[METRICS]
+        metrics = request.app[METRICS]
+        self._open_streams = metrics.streams_open.labels(kind)
+        self._sent = metrics.stream_events_sent.labels(kind)
         self.open = False
 
     async def __aenter__(self) -> _Stream:
         await self.response.prepare(self.request)
-        self._metrics.streams_open.labels(self.kind).inc()
+        self._open_streams.inc()
         self.open = True
         # The keep-alive comments end when a write fails: the client is gone, even if no
         # event comes to tell. Then the subscription ends too, and with it the handler.
@@ -84,7 +86,7 @@ class _Stream:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        self._metrics.streams_open.labels(self.kind).dec()
+        self._open_streams.dec()
         self.response.stop_streaming()
         if self._watch is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,13 +113,13 @@ class _Stream:
     async def write_batch(self, batch: Batch) -> None:
         """Write a batch of the bus (its buffer is shared by every stream that takes it all)."""
         await self._write(batch.joined())
-        self._metrics.stream_events_sent.labels(self.kind).inc(len(batch.events))
+        self._sent.inc(len(batch.events))
 
     async def send(self, messages: Sequence[bytes]) -> None:
         """Write `messages` in one write; afterwards `open` is False if the client is gone."""
         if messages:
             await self._write(b"".join(messages))
-            self._metrics.stream_events_sent.labels(self.kind).inc(len(messages))
+            self._sent.inc(len(messages))
 
 
 async def task_stream(request: web.Request, task_id: uuid.UUID) -> web.StreamResponse:
