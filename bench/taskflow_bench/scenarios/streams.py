@@ -233,7 +233,7 @@ async def _insert_and_wait(
     ctx: Context, db: BenchDatabase, tasks: int, config: ServiceConfig, label: str
 ) -> None:
     with ctx.progress.bar(f"{label} draining", tasks) as bar:
-        await db.insert_waiting(tasks)
+        await db.insert_waiting(tasks, at_once=True)  # the window is the drain alone
 
         def show(done: int) -> None:
             bar.set(done)
