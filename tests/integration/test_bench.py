@@ -28,6 +28,10 @@ TINY = BenchOptions(
     backlog_small=5,
     backlog_large=20,
     backlog_seconds=0.5,
+    stream_rate=30.0,
+    stream_seconds=1.0,
+    stream_clients=3,
+    stream_tasks=30,
     processors=4,
     progress=False,
 )
@@ -36,8 +40,10 @@ TINY = BenchOptions(
 async def test_every_scenario_runs_at_toy_sizes() -> None:
     report = await run_bench(TINY)
     results = {s.name: s for s in report.scenarios}
-    assert list(results) == ["http", "amqp", "drain", "capacity", "backlog"]
-    for name in ("http", "drain", "capacity", "backlog"):
+    assert list(results) == [
+        "http", "amqp", "drain", "capacity", "backlog", "stream-latency", "stream-fanout"
+    ]  # fmt: skip
+    for name in ("http", "drain", "capacity", "backlog", "stream-latency", "stream-fanout"):
         assert results[name].outcome is Outcome.OK, results[name].note
         assert len(results[name].runs) == 1
 
@@ -61,6 +67,15 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     assert backlog["small_rss_mib"] > 0
     assert backlog["large_rss_mib"] > 0
     assert backlog["growth"] == pytest.approx(backlog["large_rss_mib"] / backlog["small_rss_mib"])
+
+    latency = results["stream-latency"].runs[0]
+    assert latency["missing"] == 0
+    assert latency["max_ms"] >= latency["p99_ms"] >= latency["p50_ms"] > 0
+
+    fanout = results["stream-fanout"].runs[0]
+    assert fanout["short_streams"] == 0
+    assert fanout["alone_tasks_per_s"] > 0
+    assert fanout["streams_tasks_per_s"] > 0
 
     amqp = results["amqp"]
     assert amqp.outcome is Outcome.OK, amqp.note
