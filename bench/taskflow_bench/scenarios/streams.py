@@ -15,6 +15,7 @@ as lagging resumes with `Last-Event-ID`, as a browser would, and counts as recon
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import datetime
 
@@ -117,7 +118,7 @@ async def _latency(
     return {
         "p50_ms": percentile(hist, 50) / 1000,  # the histogram is in microseconds
         "p99_ms": percentile(hist, 99) / 1000,
-        "max_ms": max(latencies, default=float("nan")) * 1000,
+        "max_ms": max(hist, default=math.nan) / 1000,
         "changes_per_s": rate(3 * count, made),
         "missing": float(len(ours - received)),
     }
