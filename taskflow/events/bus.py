@@ -22,11 +22,8 @@ waits for a subscriber, so a slow client never slows the pipeline.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import bisect
 import contextlib
-import struct
 import uuid
 from collections.abc import Callable
 
@@ -37,47 +34,14 @@ from aiohttp import web
 from taskflow.backoff import Backoff
 from taskflow.db.listener import EVENTS_CHANNEL, EventListener
 from taskflow.db.store import TaskStore
-from taskflow.errors import BadRequest, Overloaded, TaskflowError
+from taskflow.errors import Overloaded, TaskflowError
+from taskflow.events.messages import Position, encode_cursor, sse_message
 from taskflow.metrics import Metrics
 from taskflow.models import StreamEvent
 
 log = structlog.get_logger(__name__)
 
-Position = tuple[int, int]
 Filter = Callable[[StreamEvent], bool]
-
-_CURSOR = struct.Struct(">QQ")
-_MAX_POSITION = (1 << 63) - 1
-
-
-def encode_cursor(position: Position) -> str:
-    """The opaque SSE `id` of a position in the global stream."""
-    return base64.urlsafe_b64encode(_CURSOR.pack(*position)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> Position:
-    """The position a cursor names; `BadRequest` when it is not one of ours."""
-    invalid = BadRequest(
-        "Last-Event-ID is not a cursor of this stream",
-        {"Last-Event-ID": ["Not a cursor of GET /events."]},
-    )
-    if len(cursor) != 22:
-        raise invalid
-    try:
-        xid, event_id = _CURSOR.unpack(base64.urlsafe_b64decode(cursor + "=="))
-    except (binascii.Error, ValueError, struct.error):
-        raise invalid from None
-    if xid > _MAX_POSITION or event_id > _MAX_POSITION or encode_cursor((xid, event_id)) != cursor:
-        raise invalid
-    return (xid, event_id)
-
-
-def sse_message(event_id: str, event: StreamEvent) -> bytes:
-    """One SSE message: `id`, `event: status`, and the event's JSON as `data`."""
-    return b"id: %s\nevent: status\ndata: %s\n\n" % (
-        event_id.encode(),
-        orjson.dumps(event.to_json()),
-    )
 
 
 def _position(event: StreamEvent) -> Position:

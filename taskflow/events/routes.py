@@ -15,7 +15,8 @@ from aiohttp import web
 from aiohttp_apigami import docs, querystring_schema
 
 from taskflow.api.schemas import ErrorSchema
-from taskflow.events.bus import EVENT_BUS, EventBus, decode_cursor
+from taskflow.events.bus import EVENT_BUS, EventBus
+from taskflow.events.messages import decode_cursor
 from taskflow.events.schemas import LAST_EVENT_ID, EventsQuerySchema, stream_response
 from taskflow.events.streams import global_stream, last_event_id
 from taskflow.keys import LISTENER, METRICS, STORE

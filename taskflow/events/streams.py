@@ -23,7 +23,8 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from taskflow.errors import BadRequest, TaskNotFound
-from taskflow.events.bus import EVENT_BUS, Batch, Position, Subscription, encode_cursor, sse_message
+from taskflow.events.bus import EVENT_BUS, Batch, Subscription
+from taskflow.events.messages import Position, encode_cursor, sse_message
 from taskflow.events.schemas import EVENT_STREAM
 from taskflow.keys import METRICS, STORE
 from taskflow.models import Status, StreamEvent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskflow.errors import BadRequest
-from taskflow.events.bus import decode_cursor, encode_cursor
+from taskflow.events.messages import decode_cursor, encode_cursor
 from taskflow.events.streams import parse_seq
 from taskflow.watch import SseMessage, SseReader
 
