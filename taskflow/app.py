@@ -24,6 +24,7 @@ from taskflow.api.middleware import error_middleware, metrics_middleware
 from taskflow.api.parser import TaskflowParser
 from taskflow.config import SETTINGS, Settings
 from taskflow.db import component as database
+from taskflow.events import routes as events
 from taskflow.validation import MAX_BODY_BYTES
 
 # aiohttp-apigami 0.9 stores parsed data under string request keys (AppKeys in 1.x).
@@ -54,6 +55,7 @@ def create_app(
     tasks.setup_routes(app)
     control.setup_routes(app)
     operations.setup_routes(app)
+    events.setup_routes(app)
     dashboard.setup_routes(app)
     openapi.setup(app)  # last of the routes: it documents those above
     auth.setup(app, settings)
@@ -61,6 +63,7 @@ def create_app(
     app[APISPEC_PARSER] = TaskflowParser()
     database.setup(app)
     pipeline.setup(app, on_failure=on_failure, poll_s=poll_s, stats_s=stats_s)
+    events.setup(app)  # after the pipeline, which runs the listener
     dashboard.setup(app)  # after the pipeline: it reports the pipeline's processors
     if amqp:
         consumer.setup(app)  # after the pipeline: on shutdown it stops before the pipeline drains

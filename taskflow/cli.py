@@ -1,5 +1,5 @@
-"""The `taskflow` command: `serve` runs the pipeline, `submit` creates tasks, `cancel` and
-`retry` control them, `dead-letters` lists and replays refused messages."""
+"""The `taskflow` command: `serve` runs the pipeline, `submit` creates tasks, `watch` follows
+one, `cancel` and `retry` control them, `dead-letters` lists and replays refused messages."""
 
 from __future__ import annotations
 
@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         "--file", default=None, help="JSON lines, one task body per line ('-' for stdin)"
     )
     _add_control(commands)
+    watch = commands.add_parser(
+        "watch",
+        help="follow a task's changes until it ends",
+        description="Print each status change of task ID as a JSON line as it happens; exit 0 "
+        "when it completes, 1 when it fails or is cancelled, 2 when there is no such task. "
+        "Resumes by itself after a dropped connection.",
+    )
+    watch.add_argument("id", help="the task's id")
+    watch.add_argument("--url", default=None, help="service URL (default from TASKFLOW_HOST/PORT)")
+    add_token_argument(watch)
     return parser
 
 
@@ -112,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command in ("cancel", "retry", "dead-letters"):
         return control(settings, args)
+    if args.command == "watch":
+        return watch_task(settings, args)
     return submit(settings, args)
 
 
@@ -180,8 +192,7 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
     except BadInput as exc:
         print(f"taskflow: {exc}", file=sys.stderr)
         return 2
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + "/tasks"
+    url = service_url(settings, args.url) + "/tasks"
     token = args.token or settings.client_token
     if args.file is None and args.count == 1:
         if args.via == "amqp":
@@ -229,7 +240,7 @@ def control(settings: Settings, args: argparse.Namespace) -> int:
         )
     return asyncio.run(
         control_commands.control(
-            _service_url(settings, args.url),
+            service_url(settings, args.url),
             args.command,
             args.ids,
             args.reason,
@@ -238,9 +249,21 @@ def control(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
-def _service_url(settings: Settings, url: str | None) -> str:
+def service_url(settings: Settings, url: str | None) -> str:
+    """`--url`, or the service at TASKFLOW_HOST/TASKFLOW_PORT (a wildcard host: loopback)."""
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     return (url or f"http://{host}:{settings.port}").rstrip("/")
+
+
+def watch_task(settings: Settings, args: argparse.Namespace) -> int:
+    """Follow one task's events; 0 completed, 1 failed or cancelled, 2 no such task."""
+    from taskflow.watch import watch  # noqa: PLC0415
+
+    token = args.token or settings.client_token
+    try:
+        return asyncio.run(watch(service_url(settings, args.url), args.id, token))
+    except KeyboardInterrupt:
+        return 130
 
 
 def _bodies(args: argparse.Namespace) -> list[bytes]:

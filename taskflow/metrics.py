@@ -174,6 +174,34 @@ class Metrics:
             buckets=_CANCEL_BUCKETS,
             registry=r,
         )
+        self.streams_open = Gauge(
+            "taskflow_event_streams_open",
+            "Server-Sent Events streams open on this instance, by stream (task, global).",
+            ["stream"],
+            registry=r,
+        )
+        self.stream_events_sent = Counter(
+            "taskflow_event_stream_events_sent_total",
+            "Events written to Server-Sent Events streams, by stream (task, global).",
+            ["stream"],
+            registry=r,
+        )
+        self.stream_subscribers_dropped = Counter(
+            "taskflow_event_stream_subscribers_dropped_total",
+            "Streams ended because their client did not keep up (it resumes with Last-Event-ID).",
+            registry=r,
+        )
+        self.notification_queue_usage = Gauge(
+            "taskflow_notification_queue_usage",
+            "pg_notification_queue_usage() as the event listener last read it (0..1; at 1 "
+            "NOTIFY, and so every commit that changes a status, fails).",
+            registry=r,
+        )
+        self.listener_reconnects = Gauge(
+            "taskflow_event_listener_reconnects",
+            "How many times the LISTEN connection of this instance was re-established.",
+            registry=r,
+        )
         self._http_children: dict[tuple[str, str, int], Histogram] = {}
 
     def http_latency(self, route: str, method: str, code: int) -> Histogram:

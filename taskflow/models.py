@@ -171,3 +171,24 @@ class ControlResult:
     outcome: ControlOutcome
     task: Task
     changed: bool = True  # False when the task was left as it was (already cancelled, 409)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """A history event with its place in the global stream: `(xid, id)`, in commit order
+    per task (the xid of the transaction that wrote it, never lower than the task's
+    previous event's), and the task it belongs to."""
+
+    xid: int
+    id: int
+    task_id: uuid.UUID
+    event: StatusEvent
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Where the event stands in the global stream."""
+        return (self.xid, self.id)
+
+    def to_json(self) -> dict[str, Any]:
+        """The history item plus `task_id`: the `data` of an SSE message."""
+        return {**self.event.to_json(), "task_id": str(self.task_id)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -81,20 +82,22 @@ class BenchDatabase:
         finally:
             await _admin(admin_url, queries()["drop_database"], name, timeout)
 
-    async def insert_waiting(self, count: int) -> None:
+    async def insert_waiting(self, count: int, *, at_once: bool = False) -> None:
         """Insert `count` new tasks with COPY (the triggers write their history), then ANALYZE.
 
         ANALYZE gives the planner the statistics autovacuum would have gathered by the
-        time a real backlog of that size is processed.
+        time a real backlog of that size is processed. `at_once`: in one transaction, so
+        that a running service sees the whole backlog appear at one moment.
         """
-        for start in range(0, count, COPY_CHUNK):
-            ids = [uuid.uuid4() for _ in range(min(COPY_CHUNK, count - start))]
-            async with self._conn.transaction():
-                await self._conn.copy_records_to_table(
-                    "tasks",
-                    records=[(i, f"bench {start + n}", "http") for n, i in enumerate(ids)],
-                    columns=["id", "title", "source"],
-                )
+        async with self._conn.transaction() if at_once else contextlib.nullcontext():
+            for start in range(0, count, COPY_CHUNK):
+                ids = [uuid.uuid4() for _ in range(min(COPY_CHUNK, count - start))]
+                async with self._conn.transaction():
+                    await self._conn.copy_records_to_table(
+                        "tasks",
+                        records=[(i, f"bench {start + n}", "http") for n, i in enumerate(ids)],
+                        columns=["id", "title", "source"],
+                    )
         await self._conn.execute(self._q["analyze"])
 
     async def progress(self) -> tuple[int, int]:

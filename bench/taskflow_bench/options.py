@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 from taskflow.config import LOG_LEVELS
 
-SCENARIOS = ("http", "amqp", "drain", "capacity", "backlog", "cancel")
+SCENARIOS = (
+    "http",
+    "amqp",
+    "drain",
+    "capacity",
+    "backlog",
+    "cancel",
+    "stream-latency",
+    "stream-fanout",
+)
 CLIENTS = ("auto", "aiohttp", "wrk")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -37,6 +46,10 @@ class BenchOptions:
     backlog_seconds: float = 8.0
     cancel_running: int = 500
     cancel_count: int = 200
+    stream_rate: float = 200.0
+    stream_seconds: float = 10.0
+    stream_clients: int = 200
+    stream_tasks: int = 20_000
     processors: int = 100
     log_level: str = "warning"
     progress: bool = True
@@ -135,6 +148,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cancel-count", type=_positive_int, default=d.cancel_count, help="cancels measured"
     )
     parser.add_argument(
+        "--stream-rate",
+        type=_positive_float,
+        default=d.stream_rate,
+        help="status changes per second made on the other instance (stream-latency)",
+    )
+    parser.add_argument("--stream-seconds", type=_positive_float, default=d.stream_seconds)
+    parser.add_argument(
+        "--stream-clients",
+        type=_positive_int,
+        default=d.stream_clients,
+        help="open GET /events streams during the stream-fanout drain",
+    )
+    parser.add_argument("--stream-tasks", type=_positive_int, default=d.stream_tasks)
+    parser.add_argument(
         "--processors",
         type=_positive_int,
         default=d.processors,
@@ -172,6 +199,10 @@ def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
         backlog_seconds=args.backlog_seconds,
         cancel_running=args.cancel_running,
         cancel_count=args.cancel_count,
+        stream_rate=args.stream_rate,
+        stream_seconds=args.stream_seconds,
+        stream_clients=args.stream_clients,
+        stream_tasks=args.stream_tasks,
         processors=args.processors,
         log_level=args.log_level,
         progress=args.progress,

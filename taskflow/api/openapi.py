@@ -11,6 +11,7 @@ and is started by a script file of taskflow's (the page's CSP forbids inline scr
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ returns the first task (`200`), the same key with another body is `409`.
 
 TAGS = [
     {"name": "tasks", "description": "Create tasks and follow them to `completed` or `failed`."},
+    {"name": "events", "description": "Live streams (Server-Sent Events) of status changes."},
     {"name": "operations", "description": "Health checks and Prometheus metrics."},
     {"name": "dashboard", "description": "The operators' page and the statistics it shows."},
     {"name": "documentation", "description": "This document and its Swagger UI."},
@@ -106,6 +108,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get(DOCUMENT_PATH, openapi_document, allow_head=False)
     app.router.add_static(STATIC_PATH, SWAGGER_UI_STATIC_FILES)
     app.router.add_static(ASSETS_PATH, ASSETS_DIR)
+    _fresh_responses(app)
     with warnings.catch_warnings():
         # aiohttp-apigami 0.9 keeps its spec under a string key (an AppKey from 1.x on).
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
@@ -120,6 +123,24 @@ def setup(app: web.Application) -> None:
             tags=TAGS,
         )
     app[OPENAPI] = _finish(spec.swagger_dict(), app)
+
+
+# Each documented handler's responses as decorated, before apispec ever saw them.
+_PRISTINE_RESPONSES: dict[Any, dict[Any, Any]] = {}
+
+
+def _fresh_responses(app: web.Application) -> None:
+    """Give apispec a copy of each route's documented responses.
+
+    A response documented with `content` reaches apispec as the decorator's own dict, and
+    apispec replaces its schemas by `$ref`s in place: the next application built in the
+    same process (tests) would find refs to components it never registered.
+    """
+    for route in app.router.routes():
+        handler_spec = getattr(route.handler, API_SPEC_ATTR, None)
+        if handler_spec is not None:
+            pristine = _PRISTINE_RESPONSES.setdefault(route.handler, handler_spec["responses"])
+            handler_spec["responses"] = copy.deepcopy(pristine)
 
 
 def _finish(document: dict[str, Any], app: web.Application) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from taskflow.api.schemas import (
 from taskflow.db.component import DATABASE, STORE
 from taskflow.db.dashboard import DashboardStore
 from taskflow.errors import BadRequest, TaskNotFound
+from taskflow.events.schemas import TASK_LAST_EVENT_ID, stream_response
+from taskflow.events.streams import task_stream, wants_stream
 from taskflow.models import Source, Status, Task
 from taskflow.validation import build_new_task
 
@@ -175,16 +177,28 @@ async def get_task(request: web.Request) -> web.Response:
 @docs(
     tags=["tasks"],
     operation_id="getTaskEvents",
-    summary="Status history of a task",
-    parameters=[TASK_ID_PARAMETER],
+    summary="Status history of a task, or its live stream",
+    description="The history as JSON; with `Accept: text/event-stream` a Server-Sent Events "
+    "stream of the events after `Last-Event-ID` (a `seq`; all without one), then each new "
+    "one as it commits on any instance, ending after a terminal event.",
+    parameters=[TASK_ID_PARAMETER, TASK_LAST_EVENT_ID],
     responses={
-        200: {"description": "Status changes, oldest first", "schema": EventListSchema},
-        **_errors(404, 503),
+        200: {
+            "description": "Status changes, oldest first (JSON), or the live stream",
+            "content": {
+                "application/json": {"schema": EventListSchema},
+                **stream_response("", "<seq>")["content"],
+            },
+        },
+        204: {"description": "Stream only: Last-Event-ID is the last event of a terminal task"},
+        **_errors(400, 404, 503),
     },
 )
-async def task_events(request: web.Request) -> web.Response:
-    """GET /tasks/{task_id}/events."""
+async def task_events(request: web.Request) -> web.StreamResponse:
+    """GET /tasks/{task_id}/events (a stream with `Accept: text/event-stream`)."""
     task_id = _task_id(request)
+    if wants_stream(request):
+        return await task_stream(request, task_id)
     store = request.app[STORE]
     events = await store.task_events(task_id)
     if not events and await store.get_task(task_id) is None:

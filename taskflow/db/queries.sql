@@ -255,3 +255,58 @@ SELECT 'retried' AS outcome, * FROM retried
 UNION ALL
 SELECT 'unchanged', * FROM tasks
 WHERE id = ANY($1::uuid[]) AND id NOT IN (SELECT id FROM retried);
+
+-- name: stream_events
+-- The global event stream (taskflow.events): events after position ($1 xid, $2 id) in
+-- (xid, id) order, only below a horizon that no transaction of this database can still
+-- write under. That is `pg_snapshot_xmin` of this statement's snapshot, except that the
+-- transactions positively known to belong to OTHER databases of the server (their backend
+-- says so in pg_stat_activity) are skipped: xids are server-wide, and a long transaction
+-- elsewhere on a shared server would otherwise hold every stream back. An xid not known to
+-- be foreign (a backend that ended, or whose row is hidden) counts as ours: late, never
+-- wrong. The horizon and the snapshot's xmax (every xid ever assigned is below it) come
+-- back on every row, and on the one row of nulls when no event is found. Optional
+-- filters: task $4, statuses $5.
+WITH snapshot AS (
+    SELECT pg_current_snapshot() AS s
+), foreign_xids AS (
+    SELECT backend_xid::text::bigint AS xid32 FROM pg_stat_activity
+    WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()
+), horizon AS (
+    SELECT coalesce(
+               (SELECT min(x::text::bigint) FROM pg_snapshot_xip(snapshot.s) AS x
+                WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid32 FROM foreign_xids)),
+               pg_snapshot_xmax(snapshot.s)::text::bigint) AS xmin,
+           pg_snapshot_xmax(snapshot.s)::text::bigint AS xmax
+    FROM snapshot
+)
+SELECT h.xmin AS horizon, h.xmax AS next_xid, e.id, e.xid, e.task_id, e.seq, e.status,
+       e.attempt, e.at, e.reason
+FROM horizon h
+LEFT JOIN LATERAL (
+    SELECT id, xid::text::bigint AS xid, task_id, seq, status, attempt, at, reason
+    FROM task_events
+    WHERE (xid, id) > ($1::bigint::text::xid8, $2::bigint) AND xid < h.xmin::text::xid8
+      AND ($4::uuid IS NULL OR task_id = $4::uuid)
+      AND (cardinality($5::text[]) = 0 OR status = ANY($5::text[]))
+    ORDER BY xid, id
+    LIMIT $3
+) e ON true
+ORDER BY e.xid, e.id;
+
+-- name: task_stream_start
+-- Where a task's stream stands: its status and the seq of its latest event.
+SELECT status, seq FROM tasks WHERE id = $1;
+
+-- name: task_events_after
+-- A task's events after seq $2, oldest first, with their position in the global stream.
+SELECT id, xid::text::bigint AS xid, task_id, seq, status, attempt, at, reason
+FROM task_events WHERE task_id = $1 AND seq > $2 ORDER BY seq;
+
+-- name: task_events_since
+-- The events of several tasks ($1) after a seq for each ($2), by task and seq: the live
+-- feed of the task streams (per task, seq order is commit order; no horizon needed).
+SELECT e.id, e.xid::text::bigint AS xid, e.task_id, e.seq, e.status, e.attempt, e.at, e.reason
+FROM unnest($1::uuid[], $2::int[]) AS w(task_id, seq)
+JOIN task_events e ON e.task_id = w.task_id AND e.seq > w.seq
+ORDER BY e.task_id, e.seq;

@@ -27,6 +27,7 @@ from taskflow.models import (
     Source,
     Status,
     StatusEvent,
+    StreamEvent,
     Task,
 )
 
@@ -66,6 +67,23 @@ def _task(row: asyncpg.Record) -> Task:
         finished_at=row["finished_at"],
         cancel_requested_at=row["cancel_requested_at"],
     )
+
+
+def _stream_event(row: asyncpg.Record) -> StreamEvent:
+    event = StatusEvent(row["seq"], Status(row["status"]), row["attempt"], row["at"], row["reason"])
+    return StreamEvent(row["xid"], row["id"], row["task_id"], event)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """Events of the global stream below the horizon, and the horizon itself.
+
+    `horizon` is `pg_snapshot_xmin`: every transaction with a lower xid had ended when the
+    page was read. `next_xid` is the snapshot's xmax: no xid at or above it exists yet."""
+
+    events: list[StreamEvent]
+    horizon: int
+    next_xid: int
 
 
 def _claim(row: asyncpg.Record) -> Claim:
@@ -277,6 +295,36 @@ class TaskStore:
                         outcome or ControlOutcome.CONFLICT, task, row["outcome"] != "unchanged"
                     )
         return results
+
+    async def stream_events(
+        self,
+        after: tuple[int, int],
+        limit: int,
+        task_id: uuid.UUID | None = None,
+        statuses: Sequence[Status] = (),
+    ) -> StreamPage:
+        """Up to `limit` events after position `after`, below the horizon, in stream order."""
+        rows = await self._fetch(
+            "stream_events", after[0], after[1], limit, task_id, [s.value for s in statuses]
+        )
+        events = [_stream_event(r) for r in rows if r["id"] is not None]
+        return StreamPage(events, rows[0]["horizon"], rows[0]["next_xid"])
+
+    async def task_stream_start(self, task_id: uuid.UUID) -> tuple[Status, int] | None:
+        """A task's status and the `seq` of its latest event, or None for an unknown task."""
+        rows = await self._fetch("task_stream_start", task_id)
+        return (Status(rows[0]["status"]), rows[0]["seq"]) if rows else None
+
+    async def task_events_after(self, task_id: uuid.UUID, seq: int) -> list[StreamEvent]:
+        """A task's events after `seq`, oldest first."""
+        return [_stream_event(r) for r in await self._fetch("task_events_after", task_id, seq)]
+
+    async def task_events_since(
+        self, task_ids: Sequence[uuid.UUID], seqs: Sequence[int]
+    ) -> list[StreamEvent]:
+        """The events of each task of `task_ids` after its seq in `seqs`, by task and seq."""
+        rows = await self._fetch("task_events_since", list(task_ids), list(seqs))
+        return [_stream_event(r) for r in rows]
 
 
 def _cancel_result(change: str, task: Task) -> ControlOutcome | None:

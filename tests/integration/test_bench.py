@@ -30,6 +30,10 @@ TINY = BenchOptions(
     backlog_seconds=0.5,
     cancel_running=5,
     cancel_count=3,
+    stream_rate=30.0,
+    stream_seconds=1.0,
+    stream_clients=3,
+    stream_tasks=30,
     processors=4,
     progress=False,
 )
@@ -38,8 +42,18 @@ TINY = BenchOptions(
 async def test_every_scenario_runs_at_toy_sizes() -> None:
     report = await run_bench(TINY)
     results = {s.name: s for s in report.scenarios}
-    assert list(results) == ["http", "amqp", "drain", "capacity", "backlog", "cancel"]
-    for name in ("http", "drain", "capacity", "backlog", "cancel"):
+    assert list(results) == [
+        "http", "amqp", "drain", "capacity", "backlog", "cancel", "stream-latency", "stream-fanout"
+    ]  # fmt: skip
+    for name in (
+        "http",
+        "drain",
+        "capacity",
+        "backlog",
+        "cancel",
+        "stream-latency",
+        "stream-fanout",
+    ):
         assert results[name].outcome is Outcome.OK, results[name].note
         assert len(results[name].runs) == 1
 
@@ -67,6 +81,15 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     cancel = results["cancel"].runs[0]
     assert cancel["not_cancelled"] == 0
     assert cancel["max_ms"] >= cancel["p99_ms"] >= cancel["p50_ms"] >= 0
+
+    latency = results["stream-latency"].runs[0]
+    assert latency["missing"] == 0
+    assert latency["max_ms"] >= latency["p99_ms"] >= latency["p50_ms"] > 0
+
+    fanout = results["stream-fanout"].runs[0]
+    assert fanout["short_streams"] == 0
+    assert fanout["alone_tasks_per_s"] > 0
+    assert fanout["streams_tasks_per_s"] > 0
 
     amqp = results["amqp"]
     assert amqp.outcome is Outcome.OK, amqp.note

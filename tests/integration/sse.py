@@ -1,0 +1,45 @@
+"""Reading Server-Sent Events in tests, with the parser `taskflow watch` uses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import ClientResponse
+
+from taskflow.watch import SseMessage, SseReader
+
+STREAM = {"Accept": "text/event-stream"}
+
+
+def stream_headers(last_event_id: str | None = None) -> dict[str, str]:
+    """The headers of an EventSource request, resuming after `last_event_id` if given."""
+    return STREAM if last_event_id is None else {**STREAM, "Last-Event-ID": last_event_id}
+
+
+async def read_messages(
+    response: ClientResponse, count: int | None = None, timeout: float = 20.0
+) -> list[SseMessage]:
+    """`count` messages of the stream (all of them, until it ends, when None), within
+    `timeout` seconds."""
+    reader = SseReader()
+    messages: list[SseMessage] = []
+    async with asyncio.timeout(timeout):
+        async for message in reader.messages(response):
+            messages.append(message)
+            if count is not None and len(messages) == count:
+                break
+    return messages
+
+
+def data(message: SseMessage) -> dict[str, Any]:
+    """The JSON `data` of a message."""
+    value: dict[str, Any] = orjson.loads(message.data)
+    return value
+
+
+async def first_line(response: ClientResponse) -> bytes:
+    """The first line the stream sends (it is `retry:`)."""
+    async with asyncio.timeout(10):
+        return await response.content.readline()

@@ -1,0 +1,250 @@
+"""Live events in one process: the task stream and the global stream, their cursors."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from taskflow.config import Settings
+from tests.conftest import ADMIN_URL
+from tests.integration.sse import data, first_line, read_messages, stream_headers
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[Settings], Awaitable[Client]]
+
+
+async def _create(client: Client, title: str = "t") -> str:
+    response = await client.post("/tasks", json={"title": title})
+    assert response.status == 201
+    task_id: str = (await response.json())["id"]
+    return task_id
+
+
+async def _wait_status(client: Client, task_id: str, status: str) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            if (await (await client.get(f"/tasks/{task_id}")).json())["status"] == status:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_task_stream_replays_history_then_live_events_then_ends(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    client = await make_client(replace(settings, work_min_s=1.0, work_max_s=1.0))
+    task_id = await _create(client)
+    await _wait_status(client, task_id, "in_progress")
+
+    response = await client.get(f"/tasks/{task_id}/events", headers=stream_headers())
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert await first_line(response) == b"retry: 1000\n"
+    messages = await read_messages(response)  # until the server ends the stream
+
+    assert [(m.id, m.event) for m in messages] == [(str(n), "status") for n in (1, 2, 3)]
+    items = [data(m) for m in messages]
+    assert [i["status"] for i in items] == ["new", "in_progress", "completed"]
+    assert {i["task_id"] for i in items} == {task_id}
+    history = (await (await client.get(f"/tasks/{task_id}/events")).json())["items"]
+    assert [{k: v for k, v in i.items() if k != "task_id"} for i in items] == history
+
+
+async def test_task_stream_resumes_after_last_event_id_and_says_204_when_done(
+    client: Client,
+) -> None:
+    task_id = await _create(client)
+    await _wait_status(client, task_id, "completed")
+    path = f"/tasks/{task_id}/events"
+
+    response = await client.get(path, headers=stream_headers("1"))
+    assert [m.id for m in await read_messages(response)] == ["2", "3"]
+    response = await client.get(path, headers=stream_headers("2"))
+    assert [data(m)["status"] for m in await read_messages(response)] == ["completed"]
+    for seen in ("3", "17"):
+        response = await client.get(path, headers=stream_headers(seen))
+        assert response.status == 204
+    # Without the Accept header the route answers JSON, as ever.
+    response = await client.get(path, headers={"Last-Event-ID": "2"})
+    assert len((await response.json())["items"]) == 3
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["garbage", "-1", "1.5", "99999999999999999999", "2147483648", "AAAAAAAAAAAAAAAAAAAAAA", "٣"],
+)
+async def test_bad_last_event_ids_of_a_task_stream_are_400(
+    make_client: MakeClient, settings: Settings, value: str
+) -> None:
+    client = await make_client(replace(settings, work_min_s=30.0, work_max_s=30.0))
+    task_id = await _create(client)
+    response = await client.get(f"/tasks/{task_id}/events", headers=stream_headers(value))
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "bad_request"
+    assert "Last-Event-ID" in error["details"]
+
+
+async def test_a_seq_past_the_last_event_of_a_running_task_is_400(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    client = await make_client(replace(settings, work_min_s=30.0, work_max_s=30.0))
+    task_id = await _create(client)
+    await _wait_status(client, task_id, "in_progress")
+    response = await client.get(f"/tasks/{task_id}/events", headers=stream_headers("3"))
+    assert response.status == 400
+
+
+async def test_task_stream_of_an_unknown_task_is_404(client: Client) -> None:
+    response = await client.get(f"/tasks/{uuid.uuid4()}/events", headers=stream_headers())
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "value", ["garbage", "-1", "1", "AAAAAAAAAAAAAAAAAAAAAA==", "_____________________w", "٣" * 22]
+)
+async def test_bad_cursors_of_the_global_stream_are_400(client: Client, value: str) -> None:
+    response = await client.get("/events", headers=stream_headers(value))
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "bad_request"
+    assert "Last-Event-ID" in error["details"]
+
+
+async def test_bad_filters_of_the_global_stream_are_400(client: Client) -> None:
+    for query in ("status=done", "task_id=nope"):
+        response = await client.get(f"/events?{query}", headers=stream_headers())
+        assert response.status == 400, query
+
+
+async def _insert(conn: asyncpg.Connection, title: str) -> str:
+    task_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO tasks (id, title, source) VALUES ($1, $2, 'http')", task_id, title
+    )
+    return str(task_id)
+
+
+async def test_global_stream_is_exact_under_transactions_committing_out_of_order(
+    client: Client, db_url: str
+) -> None:
+    response = await client.get("/events", headers=stream_headers())
+    assert response.status == 200
+    await first_line(response)  # subscribed: the stream starts here
+
+    a, b = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        tx_a, tx_b = a.transaction(), b.transaction()
+        await tx_a.start()
+        await tx_b.start()
+        task_a = await _insert(a, "a")  # the lower event id and the lower xid
+        task_b = await _insert(b, "b")
+        await tx_b.commit()  # B commits first and is processed while A is still open
+        await tx_a.commit()
+    finally:
+        await a.close()
+        await b.close()
+
+    messages = await read_messages(response, count=6)
+    response.close()
+    items = [data(m) for m in messages]
+    assert Counter(i["task_id"] for i in items) == {task_a: 3, task_b: 3}
+    for task in (task_a, task_b):
+        assert [i["seq"] for i in items if i["task_id"] == task] == [1, 2, 3]
+    # A began first: its event stands first, although B committed (and was even processed)
+    # before A ended. A reader of "id > last seen" would have skipped it.
+    assert (items[0]["task_id"], items[0]["status"]) == (task_a, "new")
+    ids = [m.id for m in messages]
+    assert len(set(ids)) == 6
+
+    # Resuming after each message gives exactly the rest, in the same order.
+    for n, seen in enumerate(ids):
+        resumed = await client.get("/events", headers=stream_headers(seen))
+        assert resumed.status == 200
+        rest = await read_messages(resumed, count=5 - n, timeout=20) if n < 5 else []
+        resumed.close()
+        assert [m.id for m in rest] == ids[n + 1 :]
+
+
+async def test_global_stream_filters_by_status_and_task(client: Client) -> None:
+    done = await client.get("/events?status=completed", headers=stream_headers())
+    everything = await client.get("/events", headers=stream_headers())
+    await first_line(done)
+    await first_line(everything)
+    first, second = await _create(client, "first"), await _create(client, "second")
+    completed = await read_messages(done, count=2)
+    done.close()
+    assert {data(m)["task_id"] for m in completed} == {first, second}
+    assert {data(m)["status"] for m in completed} == {"completed"}
+
+    all_six = await read_messages(everything, count=6)
+    everything.close()
+    # Resumed from the first message, filtered to one task: that task's remaining changes.
+    one = await client.get(f"/events?task_id={second}", headers=stream_headers(all_six[0].id))
+    expected = [m.id for m in all_six[1:] if data(m)["task_id"] == second]
+    assert [m.id for m in await read_messages(one, count=len(expected))] == expected
+    one.close()
+
+
+async def test_a_transaction_in_another_database_does_not_hold_the_stream_back(
+    client: Client,
+) -> None:
+    response = await client.get("/events", headers=stream_headers())
+    await first_line(response)
+    elsewhere = await asyncpg.connect(ADMIN_URL)  # another database of the same server
+    try:
+        async with elsewhere.transaction():
+            await elsewhere.fetchval("SELECT pg_current_xact_id()")  # holds an xid open
+            task_id = await _create(client)
+            # Delivered while that transaction is still open: it cannot write our tables.
+            messages = await read_messages(response, count=3)
+    finally:
+        await elsewhere.close()
+    response.close()
+    assert {data(m)["task_id"] for m in messages} == {task_id}
+
+
+async def test_stream_metrics(client: Client) -> None:
+    response = await client.get("/events", headers=stream_headers())
+    await first_line(response)
+    await _create(client)
+    await read_messages(response, count=3)
+    text = await (await client.get("/metrics")).text()
+    response.close()
+    assert 'taskflow_event_streams_open{stream="global"} 1.0' in text
+    assert 'taskflow_event_stream_events_sent_total{stream="global"} 3.0' in text
+    assert "taskflow_event_stream_subscribers_dropped_total 0.0" in text
+    assert "taskflow_notification_queue_usage 0.0" in text
+    assert "taskflow_event_listener_reconnects 0.0" in text
+
+
+async def test_a_long_transaction_holds_the_global_stream_back_but_not_a_task_stream(
+    make_client: MakeClient, settings: Settings, db_url: str
+) -> None:
+    client = await make_client(replace(settings, work_min_s=0.5, work_max_s=0.5))
+    everything = await client.get("/events", headers=stream_headers())
+    await first_line(everything)
+    long = await asyncpg.connect(db_url)
+    try:
+        async with long.transaction():
+            await long.fetchval("SELECT pg_current_xact_id()")  # an open xid in our database
+            task_id = await _create(client)
+            one = await client.get(f"/tasks/{task_id}/events", headers=stream_headers())
+            task_messages = await read_messages(one)  # to its end, while the xid is open
+        # Only now, with that transaction ended, can the global stream pass its xid.
+        global_messages = await read_messages(everything, count=3)
+    finally:
+        await long.close()
+    everything.close()
+    assert [data(m)["status"] for m in task_messages] == ["new", "in_progress", "completed"]
+    assert [data(m)["seq"] for m in global_messages] == [1, 2, 3]
