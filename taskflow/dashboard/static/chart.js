@@ -1,8 +1,6 @@
 // A small SVG line chart: one line per series, a y axis with its maximum, time ticks.
 
 const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 1000;
-const HEIGHT = 240;
 const PAD = { top: 12, right: 12, bottom: 26, left: 44 };
 
 function svg(tag, attrs = {}, text) {
@@ -31,6 +29,9 @@ function formatRate(value) {
 /** Draw `points` ([{at, <series>: number}]) into `container` as lines for `series`
  * ([{key, label}]), with a legend below. */
 export function drawChart(container, points, series) {
+  // Drawn at the container's own size, so that text keeps its size on a phone too.
+  const WIDTH = Math.max(280, Math.round(container.clientWidth || 1000));
+  const HEIGHT = WIDTH < 600 ? 200 : 240;
   const innerW = WIDTH - PAD.left - PAD.right;
   const innerH = HEIGHT - PAD.top - PAD.bottom;
   const max = niceMax(Math.max(0, ...points.flatMap((p) => series.map((s) => p[s.key]))));
@@ -57,7 +58,7 @@ export function drawChart(container, points, series) {
     );
   }
   if (times.length > 1) {
-    const ticks = 4;
+    const ticks = WIDTH < 600 ? 2 : 4;
     for (let i = 0; i <= ticks; i += 1) {
       const t = t0 + ((t1 - t0) * i) / ticks;
       const label = new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });

@@ -21,6 +21,13 @@ export class Overview {
     this.statsTimer = null;
     this.chartTimer = null;
     this.refreshSoon = throttle(() => this.refreshStats(), 1000);
+    this.series = null;
+    window.addEventListener(
+      "resize",
+      throttle(() => {
+        if (this.visible && this.series) drawChart(byId("chart"), this.series, SERIES);
+      }, 250),
+    );
   }
 
   show() {
@@ -53,8 +60,8 @@ export class Overview {
   async refreshChart() {
     clearTimeout(this.chartTimer);
     try {
-      const series = await api("/stats/rates");
-      drawChart(byId("chart"), series.items, SERIES);
+      this.series = (await api("/stats/rates")).items;
+      drawChart(byId("chart"), this.series, SERIES);
     } catch (error) {
       this.onError(`Could not read /stats/rates: ${error.message}`);
     }
