@@ -250,9 +250,17 @@ async def test_filter_search_paging_and_bulk_cancel(
         await expect(page.locator("#notice")).to_have_text("Cancel: 3 cancelled")
         await expect(page.locator("#task-rows .badge")).to_have_text(["cancelled"] * 3)
         await page.screenshot(path=tmp_path / "bulk-cancelled.png", full_page=True)
+        for task in waiting:
+            assert (await get(server, f"/tasks/{task['id']}"))["status"] == "cancelled"
+
+        await expect(page.locator("#bulk-cancel")).to_be_disabled()  # nothing left to cancel
+        await page.locator("#bulk-retry").click()
+        await page.locator("#confirm-yes").click()
+        await expect(page.locator("#notice")).to_have_text("Retry: 3 retried")
+        await expect(page.locator("#task-rows .badge")).to_have_text(["new"] * 3)
         assert not problems, problems
     for task in waiting:
-        assert (await get(server, f"/tasks/{task['id']}"))["status"] == "cancelled"
+        assert (await get(server, f"/tasks/{task['id']}"))["status"] == "new"
 
 
 async def test_task_text_is_shown_as_text(
