@@ -57,10 +57,6 @@ OPERATIONS = {
     ("GET", "/dashboard"),
     ("GET", "/stats"),
     ("GET", "/stats/rates"),
-    ("POST", "/tasks/{task_id}/cancel"),
-    ("POST", "/tasks/{task_id}/retry"),
-    ("POST", "/tasks/cancel"),
-    ("POST", "/tasks/retry"),
 }
 TIMEOUT_MS = 60_000
 TOKEN = "swagger-read-token-3a9f"
