@@ -22,6 +22,7 @@ from taskflow.dashboard.registry import REGISTRY
 from taskflow.dashboard.schemas import RateSeriesSchema, StatsSchema
 from taskflow.db.component import DATABASE, STORE
 from taskflow.db.dashboard import RATE_KINDS, DashboardStore
+from taskflow.models import Status
 
 PAGE_PATH = "/dashboard"
 STATIC_PATH = "/dashboard/static"
@@ -30,7 +31,6 @@ STATIC_DIR = Path(str(resources.files("taskflow.dashboard").joinpath("static")))
 RATE_WINDOW_S = 60.0
 SERIES_BUCKET_S = 15
 SERIES_WINDOW_S = 15 * 60
-STATUSES = ("new", "in_progress", "completed", "failed", "cancelled")
 
 _UNAVAILABLE = {
     503: {
@@ -73,7 +73,7 @@ async def dashboard_page(_request: web.Request) -> web.FileResponse:
 
 
 async def _counts(request: web.Request) -> dict[str, int]:
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = {status.value: 0 for status in Status}
     for status, n in (await request.app[STORE].status_counts()).items():
         counts[status.value] = int(n)  # the store gives a Decimal (sum of bigints)
     return counts
