@@ -75,7 +75,7 @@ async def dashboard_page(_request: web.Request) -> web.FileResponse:
 async def _counts(request: web.Request) -> dict[str, int]:
     counts = {status.value: 0 for status in Status}
     for status, n in (await request.app[STORE].status_counts()).items():
-        counts[status.value] = int(n)  # the store gives a Decimal (sum of bigints)
+        counts[status.value] = int(n)
     return counts
 
 

@@ -168,7 +168,7 @@ RETURNING id;
 -- name: status_counts
 -- The per-status totals plus the deltas not yet folded into them: a few small rows,
 -- whatever the number of tasks.
-SELECT c.status, c.n + coalesce(d.delta, 0) AS n
+SELECT c.status, (c.n + coalesce(d.delta, 0))::bigint AS n
 FROM task_counts c
 LEFT JOIN (SELECT status, sum(delta) AS delta FROM task_count_deltas GROUP BY status) AS d
     ON d.status = c.status;
