@@ -117,6 +117,10 @@ class _Stream:
         await self._write(batch.joined())
         self._sent.inc(len(batch.events))
 
+    async def mark(self, event_id: str) -> None:
+        """Write an `id` with no data: a position for the client, not an event."""
+        await self._write(b"id: %s\n\n" % event_id.encode())
+
     async def send(self, messages: Sequence[bytes]) -> None:
         """Write `messages` in one write; afterwards `open` is False if the client is gone."""
         if messages:
@@ -202,6 +206,11 @@ async def global_stream(
                     {"Last-Event-ID": ["A position the stream has not reached."]},
                 )
         async with _Stream(request, "global", subscription) as stream:
+            if cursor is None:
+                # The starting position as a first `id` with no data (a browser dispatches
+                # no event for it, but keeps it as its last event id): a client that loses
+                # the stream before any change still resumes from where it started.
+                await stream.mark(encode_cursor(last))
             page = first
             while page is not None and stream.open and subscription.ended is None:
                 await stream.send([sse_message(encode_cursor(e.position), e) for e in page.events])

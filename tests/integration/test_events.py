@@ -176,6 +176,31 @@ async def test_global_stream_is_exact_under_transactions_committing_out_of_order
         assert [m.id for m in rest] == ids[n + 1 :]
 
 
+async def test_global_stream_gives_its_start_as_an_id_so_a_client_lost_before_any_change_resumes(
+    client: Client,
+) -> None:
+    response = await client.get("/events", headers=stream_headers())
+    assert await first_line(response) == b"retry: 1000\n"
+    async with asyncio.timeout(10):
+        lines = [await response.content.readline() for _ in range(3)]
+    response.close()  # lost before any change
+    assert lines[0] == b"\n"
+    assert lines[1].startswith(b"id: ")  # an id and no data: a position, not an event
+    assert lines[2] == b"\n"
+    start = lines[1].removeprefix(b"id: ").strip().decode()
+
+    task_id = await _create(client)  # changes made while the client is away
+    await _wait_status(client, task_id, "completed")
+    resumed = await client.get("/events", headers=stream_headers(start))
+    messages = await read_messages(resumed, count=3)
+    resumed.close()
+    assert [(data(m)["task_id"], data(m)["seq"]) for m in messages] == [
+        (task_id, 1),
+        (task_id, 2),
+        (task_id, 3),
+    ]
+
+
 async def test_global_stream_filters_by_status_and_task(client: Client) -> None:
     done = await client.get("/events?status=completed", headers=stream_headers())
     everything = await client.get("/events", headers=stream_headers())
