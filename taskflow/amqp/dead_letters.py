@@ -24,7 +24,13 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPError
 
-from taskflow.amqp.messages import DETAILS_HEADER, ERROR_HEADER, MESSAGE_HEADER, dead_letter_name
+from taskflow.amqp.messages import (
+    DETAILS_HEADER,
+    ERROR_HEADER,
+    MESSAGE_HEADER,
+    dead_letter_name,
+    persistent_copy,
+)
 
 REPLAYS_HEADER = "x-taskflow-replays"
 MAX_REPLAYS = 5
@@ -92,20 +98,7 @@ def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
     """The message to publish to the intake queue: the original, one replay more."""
     headers = {k: v for k, v in (message.headers or {}).items() if k not in _ERROR_HEADERS}
     headers[REPLAYS_HEADER] = _replays(dict(message.headers or {})) + 1
-    return aio_pika.Message(
-        body=message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
+    return persistent_copy(message, headers)
 
 
 @asynccontextmanager

@@ -94,6 +94,13 @@ def dead_letter_copy(message: AbstractIncomingMessage, error: BadMessage) -> aio
     headers[ERROR_HEADER] = error.code
     headers[MESSAGE_HEADER] = _clip(error.message)
     headers[DETAILS_HEADER] = _details_text(error.details)
+    return persistent_copy(message, headers)
+
+
+def persistent_copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """`message` to publish again, persistent, with `headers`: body and properties kept but
+    `expiration` (a copy must not expire where it goes) and `user_id` (RabbitMQ accepts only
+    the publisher's own)."""
     return aio_pika.Message(
         body=message.body,
         headers=headers,

@@ -16,8 +16,8 @@ import structlog
 from aiohttp import web
 from aiohttp_apigami import docs, json_schema
 
-from taskflow.api.schemas import ErrorSchema, TaskSchema
-from taskflow.api.tasks import RETRY_AFTER_HEADER, TASK_ID_PARAMETER
+from taskflow.api.schemas import TaskSchema
+from taskflow.api.tasks import TASK_ID_PARAMETER, error_responses
 from taskflow.db.component import STORE
 from taskflow.errors import StatusConflict, TaskNotFound
 from taskflow.metrics import METRICS, Metrics
@@ -96,23 +96,16 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+_ERROR_TEXTS = {
+    400: "Malformed JSON",
+    409: "The task's status forbids the action; `details.status` is the current one "
+    "(code `conflict`)",
+    503: "PostgreSQL unreachable; see Retry-After",
+}
+
+
 def _errors(*codes: int) -> dict[int, dict[str, Any]]:
-    texts = {
-        400: "Malformed JSON",
-        404: "No such task",
-        409: "The task's status forbids the action; `details.status` is the current one "
-        "(code `conflict`)",
-        413: "Body too large",
-        415: "Body is not JSON",
-        422: "Validation failed; `details` has a message per field",
-        503: "PostgreSQL unreachable; see Retry-After",
-    }
-    responses: dict[int, dict[str, Any]] = {
-        code: {"description": texts[code], "schema": ErrorSchema} for code in codes
-    }
-    if 503 in responses:
-        responses[503]["headers"] = RETRY_AFTER_HEADER
-    return responses
+    return error_responses(*codes, texts=_ERROR_TEXTS)
 
 
 def _task_id(request: web.Request) -> uuid.UUID:

@@ -46,19 +46,23 @@ RETRY_AFTER_HEADER = {
 }
 
 
-def _errors(*codes: int) -> dict[int, dict[str, Any]]:
-    """The documented error responses (all with the error shape) for `codes`."""
-    texts = {
-        400: "Malformed JSON, query or header",
-        404: "No such task",
-        409: "Idempotency key reused with a different body",
-        413: "Body too large",
-        415: "Body is not JSON",
-        422: "Validation failed; `details` has a message per field",
-        503: "Overloaded or PostgreSQL unreachable; see Retry-After",
-    }
+ERROR_TEXTS = {
+    400: "Malformed JSON, query or header",
+    404: "No such task",
+    409: "Idempotency key reused with a different body",
+    413: "Body too large",
+    415: "Body is not JSON",
+    422: "Validation failed; `details` has a message per field",
+    503: "Overloaded or PostgreSQL unreachable; see Retry-After",
+}
+
+
+def error_responses(*codes: int, texts: dict[int, str] | None = None) -> dict[int, dict[str, Any]]:
+    """The documented error responses (all with the error shape) for `codes`; `texts`
+    replaces the description of some codes for a route."""
+    described = {**ERROR_TEXTS, **(texts or {})}
     responses: dict[int, dict[str, Any]] = {
-        code: {"description": texts[code], "schema": ErrorSchema} for code in codes
+        code: {"description": described[code], "schema": ErrorSchema} for code in codes
     }
     if 503 in responses:
         responses[503]["headers"] = RETRY_AFTER_HEADER
@@ -136,7 +140,7 @@ def _task_id(request: web.Request) -> uuid.UUID:
                 }
             },
         },
-        **_errors(400, 409, 413, 415, 422, 503),
+        **error_responses(400, 409, 413, 415, 422, 503),
     },
 )
 @headers_schema(IdempotencyHeaderSchema)
@@ -163,7 +167,7 @@ async def create_task(request: web.Request) -> web.Response:
     operation_id="getTask",
     summary="Get a task",
     parameters=[TASK_ID_PARAMETER],
-    responses={200: {"description": "The task", "schema": TaskSchema}, **_errors(404, 503)},
+    responses={200: {"description": "The task", "schema": TaskSchema}, **error_responses(404, 503)},
 )
 async def get_task(request: web.Request) -> web.Response:
     """GET /tasks/{task_id}."""
@@ -191,7 +195,7 @@ async def get_task(request: web.Request) -> web.Response:
             },
         },
         204: {"description": "Stream only: Last-Event-ID is the last event of a terminal task"},
-        **_errors(400, 404, 503),
+        **error_responses(400, 404, 503),
     },
 )
 async def task_events(request: web.Request) -> web.StreamResponse:
@@ -214,7 +218,7 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     "`q` finds a task by its exact id, or else the tasks whose title starts with it.",
     responses={
         200: {"description": "A page of tasks", "schema": TaskListSchema},
-        **_errors(400, 503),
+        **error_responses(400, 503),
     },
 )
 @querystring_schema(ListQuerySchema)
