@@ -5,6 +5,15 @@ import { api } from "./api.js";
 import { badge, byId, el, fill, formatShort, formatTime, throttle } from "./dom.js";
 
 const PAGE_SIZE = 50;
+// How many changes of tasks not (yet) shown are remembered, for rows read after them.
+const REMEMBERED = 2000;
+
+/** Microseconds since the epoch of an RFC 3339 time (Date.parse keeps milliseconds). */
+function micros(iso) {
+  const fraction = /\.(\d+)/.exec(iso);
+  const extra = fraction ? Number((fraction[1] + "000000").slice(3, 6)) : 0;
+  return Date.parse(iso) * 1000 + extra;
+}
 
 export class TaskList {
   constructor({ notify }) {
@@ -16,6 +25,10 @@ export class TaskList {
     this.cursor = null; // this page's cursor (null: the first page)
     this.next = null;
     this.rows = new Map(); // task id -> {row, task, seq}
+    // The latest change of each task that had no row when it arrived: a page read while
+    // the change was being committed shows the task as it was, and the change is applied
+    // to its row once the row exists (`row()`).
+    this.unshown = new Map(); // task id -> change
     // New tasks are shown by reading the first page again, at most twice a second
     // however fast they arrive (one request, not one per task).
     this.readHead = throttle(() => this.fetchHead(), 500);
@@ -134,7 +147,21 @@ export class TaskList {
       el("td", { class: "created", title: formatTime(task.created_at), text: formatShort(task.created_at) }),
     );
     this.rows.set(task.id, { row, box, task, seq: 0 });
+    const missed = this.unshown.get(task.id);
+    if (missed) {
+      this.unshown.delete(task.id);
+      this.changed(missed);
+    }
     return row;
+  }
+
+  /** Remember a change of a task without a row (the newest per task, a bounded number). */
+  remember(change) {
+    const known = this.unshown.get(change.task_id);
+    if (known && known.seq >= change.seq) return;
+    this.unshown.delete(change.task_id);
+    this.unshown.set(change.task_id, change);
+    if (this.unshown.size > REMEMBERED) this.unshown.delete(this.unshown.keys().next().value);
   }
 
   /** A status change from the live stream. */
@@ -143,6 +170,8 @@ export class TaskList {
     const entry = this.rows.get(change.task_id);
     if (entry) {
       if (change.seq <= entry.seq) return;
+      // A row read from the list has no seq: a change older than what it shows is stale.
+      if (entry.seq === 0 && micros(change.at) < micros(entry.task.updated_at)) return;
       entry.seq = change.seq;
       entry.task.status = change.status;
       entry.row.dataset.status = change.status;
@@ -153,6 +182,7 @@ export class TaskList {
       entry.row.classList.toggle("left-filter", left);
       return;
     }
+    this.remember(change);
     const isNew = change.seq === 1 && change.status === "new";
     if (isNew && this.cursor === null) this.readHead();
   }
