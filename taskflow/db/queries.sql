@@ -137,10 +137,8 @@ WITH data AS (
         finished_at = clock_timestamp(), updated_at = clock_timestamp(),
         lease_owner = NULL, lease_expires_at = NULL, cancel_requested_at = NULL
     FROM data
-    -- Not `status = 'in_progress'`: that matches two status indexes whose estimate (a few
-    -- rows) led generic plans to a nested loop over every running task per outcome.
-    WHERE t.id = data.id AND t.attempts = data.attempt
-      AND t.status NOT IN ('new', 'completed', 'failed', 'cancelled') AND t.lease_owner = $6
+    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status = 'in_progress'
+      AND t.lease_owner = $6
     RETURNING t.id, t.attempts
 )
 SELECT id, attempts FROM finished
