@@ -57,7 +57,7 @@ class BenchOptions:
     large_drain_tasks: int = 20_000
     large_seconds: float = 5.0
     retention_tasks: int = 1_000_000
-    retention_drain_tasks: int = 20_000
+    retention_drain_tasks: int = 100_000
     processors: int = 100
     log_level: str = "warning"
     progress: bool = True
