@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +21,13 @@ from taskflow.db.queries import parse_queries
 
 _NAME = re.compile(r"^taskflow_bench_[0-9a-f]{12}$")
 COPY_CHUNK = 10_000
+STORED_CHUNK = 50_000  # terminal rows per COPY statement (one history row each)
+FAILED_EVERY = 20  # one stored task in 20 failed, the others completed
+_STORED_COLUMNS = (
+    "id", "title", "source", "status", "attempts", "result", "error",
+    "created_at", "updated_at", "started_at", "finished_at",
+)  # fmt: skip
+_RESULT = '{"ok": true}'
 POLL_S = 0.25  # each look is a count over the tasks table: not too often
 
 
@@ -100,6 +107,63 @@ class BenchDatabase:
                     )
         await self._conn.execute(self._q["analyze"])
 
+    async def insert_finished(
+        self, count: int, *, finished_ago: timedelta, span: timedelta, at_once: bool = True
+    ) -> None:
+        """Store `count` terminal tasks with COPY, then VACUUM (ANALYZE) the tables.
+
+        One in `FAILED_EVERY` is failed, the others completed; they finished one after the
+        other over `span`, the last `finished_ago` before now (each ran a millisecond, after
+        a second of waiting). COPY of rows that are already terminal is the fastest way in:
+        one statement per `STORED_CHUNK` rows, no claim or finish to replay, and the insert
+        trigger still writes one history row per task. `at_once`: one transaction for all.
+        """
+        now = await self.clock()
+        first = now - finished_ago - span
+        step = span / max(count, 1)
+        async with self._conn.transaction() if at_once else contextlib.nullcontext():
+            for start in range(0, count, STORED_CHUNK):
+                end = min(start + STORED_CHUNK, count)
+                await self._conn.copy_records_to_table(
+                    "tasks",
+                    records=[_stored_row(n, first + step * n) for n in range(start, end)],
+                    columns=_STORED_COLUMNS,
+                )
+        await self._conn.execute(self._q["vacuum_analyze"])
+
+    async def clock(self) -> datetime:
+        """PostgreSQL's `now()`."""
+        value: datetime = await self._conn.fetchval(self._q["clock"])
+        return value
+
+    async def unfinished(self) -> int:
+        """How many tasks are new or in progress (an index scan, not a table scan)."""
+        return int(await self._conn.fetchval(self._q["unfinished"]))
+
+    async def wait_unfinished(
+        self, timeout: float, on_progress: Callable[[int], None] = lambda _: None
+    ) -> None:
+        """Poll until no task is new or in progress; `on_progress(left)` after each look."""
+        async with asyncio.timeout(timeout):
+            while (left := await self.unfinished()) > 0:
+                on_progress(left)
+                await asyncio.sleep(POLL_S)
+            on_progress(0)
+
+    async def finished_window(self, since: datetime) -> Window:
+        """First start to last finish of the tasks finished since `since`."""
+        row = await self._conn.fetchrow(self._q["finished_window"], since)
+        assert row is not None
+        return Window(int(row["tasks"]), row["first_start"], row["last_finish"])
+
+    async def finished_before(self, cutoff: datetime) -> int:
+        """How many terminal tasks finished before `cutoff` are stored."""
+        return int(await self._conn.fetchval(self._q["finished_before"], cutoff))
+
+    async def sample_ids(self, count: int) -> list[uuid.UUID]:
+        """Up to `count` task ids taken at random."""
+        return [r["id"] for r in await self._conn.fetch(self._q["sample_ids"], count)]
+
     async def progress(self) -> tuple[int, int]:
         """(tasks, terminal tasks)."""
         row = await self._conn.fetchrow(self._q["progress"])
@@ -147,6 +211,18 @@ class BenchDatabase:
         """Terminal tasks without exactly their three status changes."""
         value = await self._conn.fetchval(self._q["incomplete_histories"])
         return int(value)
+
+
+def _stored_row(n: int, finished: datetime) -> tuple[object, ...]:
+    """The COPY row of stored task `n`, finished at `finished`."""
+    failed = n % FAILED_EVERY == FAILED_EVERY - 1
+    started = finished - timedelta(milliseconds=1)
+    created = started - timedelta(seconds=1)
+    return (
+        uuid.uuid4(), f"stored {n}", "http", "failed" if failed else "completed", 1,
+        None if failed else _RESULT, "bench: stored failure" if failed else None,
+        created, finished, started, finished,
+    )  # fmt: skip
 
 
 async def _admin(admin_url: str, template: str, name: str, timeout: float) -> None:

@@ -8,6 +8,7 @@ errors, and a latency histogram in microseconds, so percentiles come from one fu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import tempfile
 import time
@@ -186,6 +187,60 @@ async def _aiohttp(
             while (sent := time.perf_counter()) < deadline:
                 try:
                     async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        status = response.status
+                except (ClientError, TimeoutError):
+                    result.errors += 1
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                result.requests += 1
+                if status != expected:
+                    result.unexpected += 1
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        result.seconds = time.perf_counter() - started
+    result.latency_us = histogram(latencies)
+    return result
+
+
+async def run_get_load(
+    urls: Sequence[str],
+    paths: Sequence[str],
+    *,
+    connections: int,
+    duration_s: float,
+    expected: int = 200,
+) -> LoadResult:
+    """GET `paths` in turn (closed loop, `connections` in all, spread over `urls`) for
+    `duration_s`, with the aiohttp client (wrk would need a script per path list)."""
+    if not paths:
+        raise ValueError("no path to GET")
+    shares = split_connections(connections, len(urls))
+    parts = await asyncio.gather(
+        *(
+            _aiohttp_get(url, paths, share, duration_s, expected)
+            for url, share in zip(urls, shares, strict=True)
+        )
+    )
+    return LoadResult.combine(parts)
+
+
+async def _aiohttp_get(
+    url: str, paths: Sequence[str], connections: int, duration_s: float, expected: int
+) -> LoadResult:
+    result = LoadResult()
+    latencies: list[float] = []
+    turn = itertools.count()
+    connector = TCPConnector(limit=connections)
+    async with ClientSession(connector=connector, timeout=ClientTimeout(total=10)) as session:
+        started = time.perf_counter()
+        deadline = started + duration_s
+
+        async def worker() -> None:
+            while (sent := time.perf_counter()) < deadline:
+                path = paths[next(turn) % len(paths)]
+                try:
+                    async with session.get(url + path) as response:
                         await response.read()
                         status = response.status
                 except (ClientError, TimeoutError):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from taskflow.config import LOG_LEVELS
 
-SCENARIOS = (
+DEFAULT_SCENARIOS = (
     "http",
     "amqp",
     "drain",
@@ -17,6 +17,9 @@ SCENARIOS = (
     "stream-latency",
     "stream-fanout",
 )
+# Each stores a million tasks first (a minute or more): run only when named.
+SCALE_SCENARIOS = ("large-table", "retention")
+SCENARIOS = DEFAULT_SCENARIOS + SCALE_SCENARIOS
 CLIENTS = ("auto", "aiohttp", "wrk")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -26,7 +29,7 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 class BenchOptions:
     """What to run and how big; see `add_arguments` for each option's meaning."""
 
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = DEFAULT_SCENARIOS
     repetitions: int = 3
     json: bool = False
     url: str | None = None
@@ -50,6 +53,11 @@ class BenchOptions:
     stream_seconds: float = 10.0
     stream_clients: int = 200
     stream_tasks: int = 20_000
+    large_tasks: int = 1_000_000
+    large_drain_tasks: int = 20_000
+    large_seconds: float = 5.0
+    retention_tasks: int = 1_000_000
+    retention_drain_tasks: int = 100_000
     processors: int = 100
     log_level: str = "warning"
     progress: bool = True
@@ -87,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         type=_scenarios,
         default=d.scenarios,
-        help=f"comma-separated scenarios to run (default: all: {','.join(SCENARIOS)})",
+        help=f"comma-separated scenarios to run (default: {','.join(DEFAULT_SCENARIOS)}; "
+        f"{' and '.join(SCALE_SCENARIOS)} store a million tasks and run only when named)",
     )
     parser.add_argument("-r", "--repetitions", type=_positive_int, default=d.repetitions)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -162,6 +171,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stream-tasks", type=_positive_int, default=d.stream_tasks)
     parser.add_argument(
+        "--large-tasks",
+        type=_positive_int,
+        default=d.large_tasks,
+        help="terminal tasks stored before large-table measures (%(default)s)",
+    )
+    parser.add_argument(
+        "--large-drain-tasks",
+        type=_positive_int,
+        default=d.large_drain_tasks,
+        help="waiting tasks drained by large-table, near-empty and large (%(default)s)",
+    )
+    parser.add_argument(
+        "--large-seconds",
+        type=_positive_float,
+        default=d.large_seconds,
+        help="duration of each HTTP load of large-table (%(default)s)",
+    )
+    parser.add_argument(
+        "--retention-tasks",
+        type=_positive_int,
+        default=d.retention_tasks,
+        help="terminal tasks finished an hour ago that retention deletes (%(default)s)",
+    )
+    parser.add_argument(
+        "--retention-drain-tasks",
+        type=_positive_int,
+        default=d.retention_drain_tasks,
+        help="waiting tasks drained alone, then while the pruner runs (%(default)s)",
+    )
+    parser.add_argument(
         "--processors",
         type=_positive_int,
         default=d.processors,
@@ -203,6 +242,11 @@ def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
         stream_seconds=args.stream_seconds,
         stream_clients=args.stream_clients,
         stream_tasks=args.stream_tasks,
+        large_tasks=args.large_tasks,
+        large_drain_tasks=args.large_drain_tasks,
+        large_seconds=args.large_seconds,
+        retention_tasks=args.retention_tasks,
+        retention_drain_tasks=args.retention_drain_tasks,
         processors=args.processors,
         log_level=args.log_level,
         progress=args.progress,

@@ -50,3 +50,33 @@ SELECT id FROM tasks WHERE status = 'in_progress';
 -- When each of the tasks $1 became `cancelled` (NULL while it is not), by PostgreSQL's clock.
 SELECT id, CASE WHEN status = 'cancelled' THEN finished_at END AS cancelled_at
 FROM tasks WHERE id = ANY($1::uuid[]);
+
+-- name: vacuum_analyze
+-- After a bulk load: what autovacuum would have done by the time a table holds that many
+-- tasks (visibility map and hint bits set, statistics gathered), so that the first reads
+-- of the measurement do not pay for it.
+VACUUM (ANALYZE) tasks, task_events;
+
+-- name: clock
+SELECT now();
+
+-- name: unfinished
+-- Tasks not yet terminal, through the status index: cheap whatever the number of stored
+-- terminal tasks (unlike `progress`, a scan of the whole table).
+SELECT count(*) FROM tasks WHERE status IN ('new', 'in_progress');
+
+-- name: finished_window
+-- The first start and the last finish of the tasks finished since $1 (the predicate is the
+-- one of tasks_prune_idx, so that stored tasks finished long before are never read).
+SELECT count(*) AS tasks, min(started_at) AS first_start, max(finished_at) AS last_finish
+FROM tasks
+WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= $1;
+
+-- name: finished_before
+-- How many terminal tasks finished before $1 are left (retention's candidates).
+SELECT count(*) FROM tasks
+WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < $1;
+
+-- name: sample_ids
+-- $1 task ids taken at random from the whole table.
+SELECT id FROM tasks ORDER BY random() LIMIT $1;

@@ -20,7 +20,17 @@ from taskflow_bench.load import choose_client
 from taskflow_bench.options import BenchOptions
 from taskflow_bench.progress import Progress
 from taskflow_bench.report import Outcome, Report, ScenarioResult, render_table
-from taskflow_bench.scenarios import amqp, backlog, cancel, capacity, drain, http, streams
+from taskflow_bench.scenarios import (
+    amqp,
+    backlog,
+    cancel,
+    capacity,
+    drain,
+    http,
+    large_table,
+    retention,
+    streams,
+)
 from taskflow_bench.scenarios.context import Context
 
 log = structlog.get_logger(__name__)
@@ -35,6 +45,8 @@ SCENARIOS: dict[str, Scenario] = {
     "cancel": cancel.run,
     "stream-latency": streams.run_latency,
     "stream-fanout": streams.run_fanout,
+    "large-table": large_table.run,
+    "retention": retention.run,
 }
 # What can go wrong outside the bench's control: report it, go on with the next scenario.
 _FAILURES = (TaskflowError, OSError, TimeoutError, asyncpg.PostgresError, AMQPError, ValueError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -137,3 +138,52 @@ async def test_a_service_that_cannot_start_fails_its_scenario_only() -> None:
     report = await run_bench(broken)
     assert [s.outcome for s in report.scenarios] == [Outcome.FAILED, Outcome.FAILED]
     assert all(s.note for s in report.scenarios)
+
+
+async def test_scale_scenarios_run_at_toy_sizes() -> None:
+    options = replace(
+        TINY,
+        scenarios=("large-table", "retention"),
+        large_tasks=300,
+        large_drain_tasks=40,
+        large_seconds=0.5,
+        retention_tasks=300,
+        retention_drain_tasks=40,
+    )
+    report = await run_bench(options)
+    large, retention = report.scenarios
+    assert (large.name, retention.name) == ("large-table", "retention")
+    assert large.outcome is Outcome.OK, large.note
+    assert retention.outcome is Outcome.OK, retention.note
+
+    (run,) = large.runs
+    assert run["unexpected"] == 0
+    for phase in ("empty", "large"):
+        for key in ("drain", "creates", "get", "list_failed"):
+            assert run[f"{phase}_{key}_per_s"] > 0
+        assert run[f"{phase}_get_p99_ms"] > 0
+    for key in ("drain", "creates", "get", "list_failed"):
+        assert run[f"{key}_ratio"] == pytest.approx(
+            run[f"large_{key}_per_s"] / run[f"empty_{key}_per_s"]
+        )
+    # GET /stats and ?q= are measured when the service has them, and said absent if not.
+    for key, endpoint in (("stats", "GET /stats"), ("search", "GET /tasks?q=")):
+        if f"empty_{key}_p99_ms" in run:
+            assert run[f"large_{key}_p99_ms"] > 0
+        else:
+            assert large.note is not None
+            assert endpoint in large.note
+
+    (run,) = retention.runs
+    assert run["alone_drain_per_s"] > 0
+    assert run["pruning_drain_per_s"] > 0
+    assert run["drain_ratio"] == pytest.approx(
+        run["pruning_drain_per_s"] / run["alone_drain_per_s"]
+    )
+    assert run["stored_left"] == 0
+    assert 0 <= run["left_at_drain_end"] <= 300
+
+
+def test_scale_scenarios_run_only_when_named() -> None:
+    assert "large-table" not in BenchOptions().scenarios
+    assert "retention" not in BenchOptions().scenarios
