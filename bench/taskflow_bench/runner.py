@@ -20,7 +20,7 @@ from taskflow_bench.load import choose_client
 from taskflow_bench.options import BenchOptions
 from taskflow_bench.progress import Progress
 from taskflow_bench.report import Outcome, Report, ScenarioResult, render_table
-from taskflow_bench.scenarios import amqp, backlog, cancel, capacity, drain, http, streams
+from taskflow_bench.scenarios import amqp, amqp_e2e, backlog, cancel, capacity, drain, http, streams
 from taskflow_bench.scenarios.context import Context
 
 log = structlog.get_logger(__name__)
@@ -29,6 +29,7 @@ Scenario = Callable[[Context], Awaitable[ScenarioResult]]
 SCENARIOS: dict[str, Scenario] = {
     "http": http.run,
     "amqp": amqp.run,
+    "amqp-e2e": amqp_e2e.run,
     "drain": drain.run,
     "capacity": capacity.run,
     "backlog": backlog.run,
