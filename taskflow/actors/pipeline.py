@@ -73,7 +73,11 @@ class Pipeline:
             failure_rate=settings.failure_rate,
         )
         self.intake = Intake(
-            store, metrics, queue_size=settings.queue_size, on_created=self.dispatcher.offer
+            store,
+            metrics,
+            queue_size=settings.queue_size,
+            on_created=self.dispatcher.offer,
+            claim_on_create=self.dispatcher,
         )
         self.lease_keeper = LeaseKeeper(
             store, metrics, self.attempts, owner=self.owner, lease_s=settings.lease_s
