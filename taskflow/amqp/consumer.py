@@ -244,13 +244,7 @@ class Consumer:
             self._in_flight.add(task)
         tag = message.delivery_tag or 0
         try:
-            with structlog.contextvars.bound_contextvars(
-                source="amqp",
-                message_id=message.message_id,
-                delivery_tag=tag,
-                redelivered=message.redelivered,
-            ):
-                await self._handle(message, acks, tag)
+            await self._handle(message, acks, tag)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
@@ -262,6 +256,8 @@ class Consumer:
         return self._acks
 
     async def _handle(self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int) -> None:
+        # The message's fields go on the few log events that concern one message, rather
+        # than into the log context of every message (binding it cost 3 % of the CPU).
         try:
             new = task_from_message(message.body, message.message_id)
             try:
@@ -274,7 +270,7 @@ class Consumer:
             await self._requeue(message, acks, tag, exc.message)
         except Exception as exc:
             # A bug, not the message's fault; park it instead of looping on it.
-            log.exception("message handling failed unexpectedly")
+            log.exception("message handling failed unexpectedly", **_about(message, tag))
             await self._dead_letter(
                 message, acks, tag, BadMessage("internal_error", f"{type(exc).__name__}: {exc}")
             )
@@ -284,7 +280,11 @@ class Consumer:
             if accepted.created:
                 log.debug("message consumed", task_id=str(accepted.task.id))
             else:
-                log.info("repeated message: its task exists", task_id=str(accepted.task.id))
+                log.info(
+                    "repeated message: its task exists",
+                    task_id=str(accepted.task.id),
+                    **_about(message, tag),
+                )
             await self._ack(acks, tag)
 
     async def _dead_letter(
@@ -296,6 +296,7 @@ class Consumer:
             error=error.message,
             details=error.details,
             dead_letter_queue=self._dead_name,
+            **_about(message, tag),
         )
         try:
             if self._publisher is None:
@@ -317,7 +318,7 @@ class Consumer:
         self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, why: str
     ) -> None:
         """Give the message back after a pause, so a full or broken pipeline is not spun on."""
-        log.debug("message requeued", error=why, delay_s=REQUEUE_DELAY_S)
+        log.debug("message requeued", error=why, delay_s=REQUEUE_DELAY_S, **_about(message, tag))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), REQUEUE_DELAY_S)
         try:
@@ -387,6 +388,16 @@ class Consumer:
         if self._connection is not None:
             await _close(self._connection)
         self._set(ConsumerPhase.STOPPED)
+
+
+def _about(message: AbstractIncomingMessage, tag: int) -> dict[str, Any]:
+    """The fields of a log event about one message."""
+    return {
+        "source": "amqp",
+        "message_id": message.message_id,
+        "delivery_tag": tag,
+        "redelivered": message.redelivered,
+    }
 
 
 async def _close(connection: AbstractRobustConnection) -> None:
