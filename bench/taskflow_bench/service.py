@@ -101,6 +101,10 @@ class Deployment:
         """The largest peak resident memory of any instance, in KiB."""
         return max(p.memory_kib()["VmHWM"] for p in self.instances)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used by all instances so far, in seconds."""
+        return sum(p.cpu_seconds() for p in self.instances)
+
     def rss_kib(self) -> int:
         """The largest resident memory of any instance now, in KiB."""
         return max(p.memory_kib()["VmRSS"] for p in self.instances)

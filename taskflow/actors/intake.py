@@ -45,15 +45,6 @@ class Accepted:
 _Request = tuple[NewTask, "asyncio.Future[Accepted]"]
 
 
-class _Expired(Exception):
-    """A create that was not committed within the submit timeout."""
-
-
-def _expire(future: asyncio.Future[Accepted]) -> None:
-    if not future.done():
-        future.set_exception(_Expired())
-
-
 class ClaimOnCreate(Protocol):
     """Idle processors for tasks being created (the dispatcher has them)."""
 
@@ -94,6 +85,12 @@ class Intake(Actor):
 
     async def submit(self, new: NewTask) -> Accepted:
         """Store `new` (or find the task its idempotency key names); raise on overload."""
+        return await asyncio.shield(self.offer(new))
+
+    def offer(self, new: NewTask) -> asyncio.Future[Accepted]:
+        """Queue `new` and return the future of its answer, without waiting: what
+        `submit()` returns or raises, for callers that settle by callback (the AMQP
+        consumer: no task per message). Raises `Overloaded` at once when refused."""
         if not self.accepting:
             self._metrics.intake_rejected.labels("stopping").inc()
             raise Overloaded("taskflow is shutting down; retry on another instance")
@@ -108,14 +105,14 @@ class Intake(Actor):
         # more futures per create). Not yet in a batch: now it never will be (a batch
         # skips answered creates). Already being written: the outcome is unknown, as with
         # any timeout; a retry with the same Idempotency-Key is safe.
-        timer = loop.call_later(self._submit_timeout, _expire, future)
-        try:
-            return await asyncio.shield(future)
-        except _Expired:
+        timer = loop.call_later(self._submit_timeout, self._expire, future)
+        future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    def _expire(self, future: asyncio.Future[Accepted]) -> None:
+        if not future.done():
             self._metrics.intake_rejected.labels("timeout").inc()
-            raise Overloaded("the task was not committed in time; retry later") from None
-        finally:
-            timer.cancel()
+            future.set_exception(Overloaded("the task was not committed in time; retry later"))
 
     def loops(self) -> Iterable[LoopSpec]:
         """One loop, writing batches until cancelled."""

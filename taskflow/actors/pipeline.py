@@ -100,6 +100,10 @@ class Pipeline:
         """Create a task (or find the one its idempotency key names), committed on return."""
         return await self.intake.submit(new)
 
+    def offer(self, new: NewTask) -> asyncio.Future[Accepted]:
+        """`submit()` without waiting: the future of its answer (`Intake.offer`)."""
+        return self.intake.offer(new)
+
     def wake(self) -> None:
         """Tell the dispatcher that tasks may be waiting (a NOTIFY from another instance)."""
         self.dispatcher.wake()

@@ -41,6 +41,7 @@ METRICS = (
     MetricSpec("tasks_per_s", "taskflow messages → finished tasks/s", "1/s"),
     MetricSpec("celery_per_s", "Celery messages → finished tasks/s", "1/s"),
     MetricSpec("ratio", "taskflow / Celery", "", 2),
+    MetricSpec("cpu_us_per_task", "taskflow service CPU per task", "µs", 0),
     MetricSpec("bad_histories", "tasks without their 3 status changes", ""),
 )
 TARGETS = (Target("ratio", ">=", 3.0), Target("bad_histories", "<=", 0))
@@ -63,12 +64,13 @@ async def run(ctx: Context) -> ScenarioResult:
         for rep in range(1, o.repetitions + 1):
             label = f"amqp-e2e {rep}/{o.repetitions}"
             peer = await celery_rate(ctx, connection, o.messages, label)
-            tasks, bad = await taskflow_rate(ctx, connection, o.messages, label)
+            tasks, cpu, bad = await taskflow_rate(ctx, connection, o.messages, label)
             result.runs.append(
                 {
                     "tasks_per_s": tasks,
                     "celery_per_s": peer,
                     "ratio": ratio(tasks, peer),
+                    "cpu_us_per_task": cpu,
                     "bad_histories": bad,
                 }
             )
@@ -77,8 +79,10 @@ async def run(ctx: Context) -> ScenarioResult:
 
 async def taskflow_rate(
     ctx: Context, connection: AbstractRobustConnection, count: int, label: str
-) -> tuple[float, float]:
-    """Tasks/s from the first message's commit to the last finish, and bad histories."""
+) -> tuple[float, float, float]:
+    """Tasks/s from the first message's commit to the last finish, the service's CPU time
+    per task (µs, from its readiness to the last finish: steadier than the rate on a busy
+    machine), and the tasks without their three status changes."""
     async with ctx.database() as db:
         config = ctx.service_config(db.url, failure_rate=FAILURE_RATE)
         try:
@@ -88,16 +92,18 @@ async def taskflow_rate(
             async with connection.channel() as channel:
                 with ctx.progress.bar(f"{label} publishing", count) as bar:
                     await publish(channel, config.amqp_queue, count, bar.advance)
-            async with ctx.service(config):
+            async with ctx.service(config) as service:
+                ready_cpu_s = service.cpu_seconds()  # start-up (imports, migrations) left out
                 with ctx.progress.bar(f"{label} taskflow", count) as bar:
                     await db.wait_terminal(count, 60 + count / 200, bar.set)
+                cpu_s = service.cpu_seconds() - ready_cpu_s
             window = await db.end_to_end_window("amqp")
             bad = float(await db.incomplete_histories())
         finally:
             async with connection.channel() as channel:
                 for name in (config.amqp_queue, f"{config.amqp_queue}.dead"):
                     await channel.queue_delete(name)
-    return rate(window.tasks, window.seconds), bad
+    return rate(window.tasks, window.seconds), cpu_s * 1e6 / max(1, window.tasks), bad
 
 
 async def celery_rate(
