@@ -76,11 +76,11 @@ CREATE TABLE tasks (
         cancel_requested_at IS NULL OR status = 'in_progress')
 );
 
--- GET /tasks, newest first, keyset pagination with or without a status filter.
+-- GET /tasks, newest first, keyset pagination with or without a status filter. The second
+-- also serves the claim query's oldest new tasks first (scanned backward within 'new').
 CREATE INDEX tasks_newest_idx ON tasks (created_at DESC, id DESC);
 CREATE INDEX tasks_status_newest_idx ON tasks (status, created_at DESC, id DESC);
--- The claim query: oldest new tasks first, and leases that ran out.
-CREATE INDEX tasks_new_idx ON tasks (created_at) WHERE status = 'new';
+-- The claim query: leases that ran out.
 CREATE INDEX tasks_lease_idx ON tasks (lease_expires_at) WHERE status = 'in_progress';
 -- Retention: terminal tasks by the time they finished (the pruner's prune_finished).
 CREATE INDEX tasks_prune_idx ON tasks (finished_at)
