@@ -76,11 +76,11 @@ CREATE TABLE tasks (
         cancel_requested_at IS NULL OR status = 'in_progress')
 );
 
--- GET /tasks, newest first, keyset pagination with or without a status filter.
+-- GET /tasks, newest first, keyset pagination with or without a status filter. The second
+-- also serves the claim query's oldest new tasks first (scanned backward within 'new').
 CREATE INDEX tasks_newest_idx ON tasks (created_at DESC, id DESC);
 CREATE INDEX tasks_status_newest_idx ON tasks (status, created_at DESC, id DESC);
--- The claim query: oldest new tasks first, and leases that ran out.
-CREATE INDEX tasks_new_idx ON tasks (created_at) WHERE status = 'new';
+-- The claim query: leases that ran out.
 CREATE INDEX tasks_lease_idx ON tasks (lease_expires_at) WHERE status = 'in_progress';
 -- Retention: terminal tasks by the time they finished (the pruner's prune_finished).
 CREATE INDEX tasks_prune_idx ON tasks (finished_at)
@@ -143,6 +143,27 @@ CREATE TRIGGER tasks_changing BEFORE UPDATE ON tasks FOR EACH ROW
           OR taskflow_is_terminal(OLD.status))
     EXECUTE FUNCTION taskflow_task_changing();
 
+-- BEFORE INSERT, per row, only for rows not inserted `new`: a task created by an instance
+-- with an idle processor is inserted already claimed, and `in_progress` as attempt 1 is the
+-- only other status a task may be born with; its change is numbered (seq 2) and timed after
+-- its creation.
+CREATE FUNCTION taskflow_task_created_claimed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status <> 'in_progress' OR NEW.attempts <> 1 THEN
+        RAISE EXCEPTION 'task % cannot be created % (attempt %)', NEW.id, NEW.status, NEW.attempts
+            USING ERRCODE = 'check_violation';
+    END IF;
+    NEW.seq := 2;
+    NEW.started_at := clock_timestamp();
+    NEW.updated_at := NEW.started_at;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER tasks_creating BEFORE INSERT ON tasks FOR EACH ROW
+    WHEN (NEW.status <> 'new')
+    EXECUTE FUNCTION taskflow_task_created_claimed();
+
 -- The NOTIFY of a statement that wrote history: what changed, by ids only, so it stays far
 -- below the 8000-byte limit whatever the batch size. Readers fetch the events of `xid`.
 CREATE FUNCTION taskflow_notify_events(written bigint, statuses text[]) RETURNS void
@@ -153,13 +174,22 @@ LANGUAGE sql AS $$
 $$;
 
 -- AFTER, per statement, with transition tables: the history rows, the counts, one NOTIFY.
+-- An inserted row gets its `new` event (seq 1, at `created_at`) and, when it was created
+-- claimed, its `in_progress` event (seq 2, at `started_at`), in that order. The NOTIFY names
+-- the statuses the statement left its tasks in (a batch created claimed wakes no dispatcher).
 CREATE FUNCTION taskflow_tasks_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     written bigint;
 BEGIN
     INSERT INTO task_events (task_id, seq, status, attempt, at, xid)
-    SELECT id, seq, status, attempts, created_at, event_xid FROM new_rows;
+    SELECT n.id, e.seq, e.status, e.attempt, e.at, n.event_xid
+    FROM new_rows n
+    CROSS JOIN LATERAL (VALUES
+        (1, 'new', CASE WHEN n.seq = 1 THEN n.attempts ELSE 0 END, n.created_at),
+        (2, n.status, n.attempts, n.started_at)
+    ) AS e (seq, status, attempt, at)
+    WHERE e.seq <= n.seq;
     GET DIAGNOSTICS written = ROW_COUNT;
     INSERT INTO task_count_deltas (status, delta)
     SELECT status, count(*) FROM new_rows GROUP BY status;

@@ -93,7 +93,7 @@ class Settings:
     amqp_url: str = DEFAULT_AMQP_URL
     host: str = "127.0.0.1"
     port: int = 8000
-    processors: int = 100
+    processors: int = 1_000
     queue_size: int = 10_000
     work_min_s: float = 5.0
     work_max_s: float = 10.0

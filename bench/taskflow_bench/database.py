@@ -198,6 +198,12 @@ class BenchDatabase:
         assert row is not None
         return Window(int(row["tasks"]), row["first"], row["last"])
 
+    async def end_to_end_window(self, source: str) -> Window:
+        """The terminal tasks from `source`: their first creation to their last finish."""
+        row = await self._conn.fetchrow(self._q["end_to_end_window"], source)
+        assert row is not None
+        return Window(int(row["tasks"]), row["first"], row["last"])
+
     async def running_ids(self) -> list[uuid.UUID]:
         """The tasks in progress."""
         return [r["id"] for r in await self._conn.fetch(self._q["running_ids"])]

@@ -10,6 +10,7 @@ from taskflow.config import LOG_LEVELS
 DEFAULT_SCENARIOS = (
     "http",
     "amqp",
+    "amqp-e2e",
     "drain",
     "capacity",
     "backlog",

@@ -29,6 +29,11 @@ SELECT count(*) AS tasks,
        percentile_disc($3::float8) WITHIN GROUP (ORDER BY created_at) AS last
 FROM tasks WHERE source = $1;
 
+-- name: end_to_end_window
+-- The terminal tasks from source $1: the first creation and the last finish.
+SELECT count(*) AS tasks, min(created_at) AS first, max(finished_at) AS last
+FROM tasks WHERE source = $1 AND status IN ('completed', 'failed');
+
 -- name: incomplete_histories
 -- Terminal tasks whose history is not exactly new → in_progress → completed|failed.
 SELECT count(*) FROM (

@@ -22,6 +22,7 @@ from taskflow_bench.progress import Progress
 from taskflow_bench.report import Outcome, Report, ScenarioResult, render_table
 from taskflow_bench.scenarios import (
     amqp,
+    amqp_e2e,
     backlog,
     cancel,
     capacity,
@@ -39,6 +40,7 @@ Scenario = Callable[[Context], Awaitable[ScenarioResult]]
 SCENARIOS: dict[str, Scenario] = {
     "http": http.run,
     "amqp": amqp.run,
+    "amqp-e2e": amqp_e2e.run,
     "drain": drain.run,
     "capacity": capacity.run,
     "backlog": backlog.run,

@@ -39,6 +39,7 @@ class ServiceConfig:
     amqp_queue: str
     processors: int = 100
     work_s: float = 0.0
+    failure_rate: float = 0.0
     queue_size: int = 10_000
     log_level: str = "warning"
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -55,7 +56,7 @@ class ServiceConfig:
                 "queue_size": self.queue_size,
                 "work_min_s": self.work_s,
                 "work_max_s": self.work_s,
-                "failure_rate": 0,
+                "failure_rate": self.failure_rate,
                 "log_format": "json",
                 "log_level": self.log_level,
                 "shutdown_grace_s": 5,
@@ -99,6 +100,10 @@ class Deployment:
     def peak_rss_kib(self) -> int:
         """The largest peak resident memory of any instance, in KiB."""
         return max(p.memory_kib()["VmHWM"] for p in self.instances)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used by all instances so far, in seconds."""
+        return sum(p.cpu_seconds() for p in self.instances)
 
     def rss_kib(self) -> int:
         """The largest resident memory of any instance now, in KiB."""

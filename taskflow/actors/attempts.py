@@ -61,6 +61,22 @@ class Attempts:
             await self._slot_freed.wait()
         return self._free
 
+    def reserve(self, wanted: int) -> int:
+        """Take up to `wanted` free slots for a claim about to be made; return how many.
+
+        Whoever claims (the dispatcher, or intake creating tasks already claimed) reserves
+        first, so that two claims in flight at once never take more slots than are free.
+        Give them back with `unreserve()` before registering what was claimed."""
+        taken = max(0, min(wanted, self._free))
+        self._free -= taken
+        return taken
+
+    def unreserve(self, count: int) -> None:
+        """Give back `count` slots taken by `reserve()`."""
+        if count:
+            self._free += count
+            self._slot_freed.set()
+
     def claimed(self, claim: Claim) -> None:
         """A claim was committed for a free processor: it takes a slot and is held."""
         self._free -= 1

@@ -18,6 +18,7 @@ import structlog
 from taskflow.actors.attempts import Attempts
 from taskflow.actors.ports import PipelineStore
 from taskflow.backoff import Backoff
+from taskflow.db.store import CreateClaimed
 from taskflow.errors import StoreUnavailable, TaskflowError
 from taskflow.lifecycle import Actor, Grace, LoopSpec
 from taskflow.metrics import Metrics
@@ -98,7 +99,9 @@ class Dispatcher(Actor):
             free = await self._attempts.wait_free()
             if not self._claiming:
                 await loop.create_future()  # parked until finish() cancels this loop
-            want = min(free, self._batch_max)
+            want = self._attempts.reserve(min(free, self._batch_max))
+            if want == 0:  # intake took them for tasks it creates claimed
+                continue
             ids = [self._handoff.get_nowait() for _ in range(min(want, self._handoff.qsize()))]
             claims: list[Claim] = []
             room, polled = want, False
@@ -119,10 +122,8 @@ class Dispatcher(Actor):
                 self._between_calls.set()
             # Whatever was claimed before a failure holds a lease: register it too. Once
             # stopping, it is not handed to a processor (no attempt starts after that).
-            for claim in claims:
-                self._attempts.claimed(claim)
-                if self._claiming:
-                    self.outbox.put_nowait(claim)
+            self._attempts.unreserve(want)
+            self._hand_over(claims)
             if failure is not None:
                 self._metrics.db_up.set(0 if isinstance(failure, StoreUnavailable) else 1)
                 log.warning("claim failed, retrying", error=str(failure), retry_in_s=backoff.delay)
@@ -136,6 +137,29 @@ class Dispatcher(Actor):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_s):
                         await self._wake.wait()
+
+    def reserve_for_created(self, count: int) -> CreateClaimed | None:
+        """Idle processors for up to `count` tasks intake is about to create: those are
+        created already claimed by this instance (None: none idle, or stopping).
+
+        The slots stay taken until `created_claimed()` is called with the reservation."""
+        if not self._claiming:
+            return None
+        taken = self._attempts.reserve(min(count, self._batch_max))
+        return CreateClaimed(self._owner, self._lease_s, taken) if taken else None
+
+    def created_claimed(self, reservation: CreateClaimed, claims: Sequence[Claim]) -> None:
+        """The tasks created claimed under `reservation` (committed; there may be fewer
+        than reserved, or none if the insert failed): held, and handed to the processors."""
+        self._attempts.unreserve(reservation.count)
+        self._hand_over(claims)
+        self._metrics.status_changes.labels("in_progress").inc(len(claims))
+
+    def _hand_over(self, claims: Sequence[Claim]) -> None:
+        for claim in claims:
+            self._attempts.claimed(claim)
+            if self._claiming:
+                self.outbox.put_nowait(claim)
 
     async def _claim_new(self, ids: list[uuid.UUID]) -> list[Claim]:
         started = asyncio.get_running_loop().time()

@@ -73,7 +73,11 @@ class Pipeline:
             failure_rate=settings.failure_rate,
         )
         self.intake = Intake(
-            store, metrics, queue_size=settings.queue_size, on_created=self.dispatcher.offer
+            store,
+            metrics,
+            queue_size=settings.queue_size,
+            on_created=self.dispatcher.offer,
+            claim_on_create=self.dispatcher,
         )
         self.lease_keeper = LeaseKeeper(
             store, metrics, self.attempts, owner=self.owner, lease_s=settings.lease_s
@@ -95,6 +99,10 @@ class Pipeline:
     async def submit(self, new: NewTask) -> Accepted:
         """Create a task (or find the one its idempotency key names), committed on return."""
         return await self.intake.submit(new)
+
+    def offer(self, new: NewTask) -> asyncio.Future[Accepted]:
+        """`submit()` without waiting: the future of its answer (`Intake.offer`)."""
+        return self.intake.offer(new)
 
     def wake(self) -> None:
         """Tell the dispatcher that tasks may be waiting (a NOTIFY from another instance)."""

@@ -7,15 +7,17 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from taskflow.db.store import InsertResult
+from taskflow.db.store import CreateClaimed, InsertResult
 from taskflow.models import Claim, NewTask, Outcome
 
 
 class PipelineStore(Protocol):
     """The store operations the pipeline uses."""
 
-    async def insert_tasks(self, batch: Sequence[NewTask]) -> InsertResult:
-        """Insert a batch of new tasks."""
+    async def insert_tasks(
+        self, batch: Sequence[NewTask], claim: CreateClaimed | None = None
+    ) -> InsertResult:
+        """Insert a batch of new tasks (the first `claim.count` already claimed)."""
 
     async def claim(
         self, owner: str, lease_s: float, limit: int, running: Collection[uuid.UUID] = ()

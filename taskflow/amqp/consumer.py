@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from functools import partial
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -33,6 +34,7 @@ from aiohttp import web
 from yarl import URL
 
 from taskflow.actors.component import PIPELINE
+from taskflow.actors.intake import Accepted
 from taskflow.actors.pipeline import Pipeline
 from taskflow.amqp.acks import AckWindow
 from taskflow.amqp.messages import (
@@ -105,7 +107,8 @@ class Consumer:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._acks: _ChannelAcks | None = None
-        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()  # dead letters, requeues, acks
+        self._pending: set[asyncio.Future[Accepted]] = set()  # deliveries at the intake
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
@@ -196,7 +199,9 @@ class Consumer:
         await declare_queue(channel, self._dead_name, self._queue_type)
         queue = await declare_queue(channel, self._queue_name, self._queue_type)
         self._queue = queue
-        self._consumer_tag = await queue.consume(self._on_message, no_ack=False)
+        # aio-pika runs a plain function without a task of its own (its type says coroutine).
+        on_message = cast(Callable[[AbstractIncomingMessage], Awaitable[Any]], self._on_message)
+        self._consumer_tag = await queue.consume(on_message, no_ack=False)
         self._set(ConsumerPhase.CONSUMING)
         log.info(
             "consuming from RabbitMQ",
@@ -232,60 +237,81 @@ class Consumer:
 
     # -- one message --------------------------------------------------------------------
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    def _on_message(self, message: AbstractIncomingMessage) -> None:
+        """Hand one delivery to the intake; its answer settles it (`_settle`).
+
+        A plain function, not a coroutine: aio-pika then runs it without a task of its
+        own, and nothing waits per message. Only a message that is dead-lettered or given
+        back gets a task (publishing, or pausing, takes a while).
+        """
         if self._stopping.is_set():
             return  # left unacked: the broker gives it to the next consumer
         try:
             acks = self._acks_for(message)
         except CONNECTION_EXCEPTIONS:
             return  # its channel is gone, and with it the delivery: it comes back
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
         tag = message.delivery_tag or 0
         try:
-            with structlog.contextvars.bound_contextvars(
-                source="amqp",
-                message_id=message.message_id,
-                delivery_tag=tag,
-                redelivered=message.redelivered,
-            ):
-                await self._handle(message, acks, tag)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
+            future = self._pipeline.offer(task_from_message(message.body, message.message_id))
+        except BadMessage as exc:
+            self._later(self._dead_letter(message, acks, tag, exc))
+        except TaskflowError as exc:  # Overloaded: not its fault
+            self._later(self._requeue(message, acks, tag, exc.message))
+        except Exception as exc:
+            self._failed_unexpectedly(message, acks, tag, exc)
+        else:
+            self._pending.add(future)
+            future.add_done_callback(partial(self._settle, message, acks, tag))
+
+    def _settle(
+        self,
+        message: AbstractIncomingMessage,
+        acks: _ChannelAcks,
+        tag: int,
+        future: asyncio.Future[Accepted],
+    ) -> None:
+        """The intake answered: ack (task committed or found), dead-letter or give back."""
+        self._pending.discard(future)
+        if future.cancelled():
+            return  # left unacked: the broker redelivers it
+        error = future.exception()
+        if error is None:
+            accepted = future.result()
+            outcome = "created" if accepted.created else "duplicate"
+            self._metrics.amqp_messages.labels(outcome).inc()
+            if not accepted.created:
+                log.info(
+                    "repeated message: its task exists",
+                    task_id=str(accepted.task.id),
+                    **_about(message, tag),
+                )
+            self._ack(acks, tag)
+        elif isinstance(error, IdempotencyConflict):
+            self._later(self._dead_letter(message, acks, tag, BadMessage.from_error(error)))
+        elif isinstance(error, TaskflowError):  # Overloaded, StoreUnavailable, StoreError
+            self._later(self._requeue(message, acks, tag, error.message))
+        else:
+            self._failed_unexpectedly(message, acks, tag, error)
+
+    def _failed_unexpectedly(
+        self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, exc: BaseException
+    ) -> None:
+        # A bug, not the message's fault; park it instead of looping on it.
+        log.error("message handling failed unexpectedly", exc_info=exc, **_about(message, tag))
+        error = BadMessage("internal_error", f"{type(exc).__name__}: {exc}")
+        self._later(self._dead_letter(message, acks, tag, error))
+
+    def _later(self, settling: Coroutine[Any, Any, None]) -> None:
+        """Run `settling` (a dead letter or a requeue) as a task that `finish()` waits for."""
+        task = asyncio.create_task(settling, name="amqp-settle-message")
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     def _acks_for(self, message: AbstractIncomingMessage) -> _ChannelAcks:
         channel = message.channel  # raises when the delivery's channel is closed
         if self._acks is None or self._acks.channel is not channel:
             self._acks = _ChannelAcks(channel)
         return self._acks
-
-    async def _handle(self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int) -> None:
-        try:
-            new = task_from_message(message.body, message.message_id)
-            try:
-                accepted = await self._pipeline.submit(new)
-            except IdempotencyConflict as exc:
-                raise BadMessage.from_error(exc) from None
-        except BadMessage as exc:
-            await self._dead_letter(message, acks, tag, exc)
-        except TaskflowError as exc:  # Overloaded, StoreUnavailable, StoreError: not its fault
-            await self._requeue(message, acks, tag, exc.message)
-        except Exception as exc:
-            # A bug, not the message's fault; park it instead of looping on it.
-            log.exception("message handling failed unexpectedly")
-            await self._dead_letter(
-                message, acks, tag, BadMessage("internal_error", f"{type(exc).__name__}: {exc}")
-            )
-        else:
-            outcome = "created" if accepted.created else "duplicate"
-            self._metrics.amqp_messages.labels(outcome).inc()
-            if accepted.created:
-                log.debug("message consumed", task_id=str(accepted.task.id))
-            else:
-                log.info("repeated message: its task exists", task_id=str(accepted.task.id))
-            await self._ack(acks, tag)
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, error: BadMessage
@@ -296,6 +322,7 @@ class Consumer:
             error=error.message,
             details=error.details,
             dead_letter_queue=self._dead_name,
+            **_about(message, tag),
         )
         try:
             if self._publisher is None:
@@ -311,13 +338,13 @@ class Consumer:
             return
         self._metrics.amqp_dead_lettered.labels(error.code).inc()
         self._metrics.amqp_messages.labels("dead_lettered").inc()
-        await self._ack(acks, tag)
+        self._ack(acks, tag)
 
     async def _requeue(
         self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, why: str
     ) -> None:
         """Give the message back after a pause, so a full or broken pipeline is not spun on."""
-        log.debug("message requeued", error=why, delay_s=REQUEUE_DELAY_S)
+        log.debug("message requeued", error=why, delay_s=REQUEUE_DELAY_S, **_about(message, tag))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), REQUEUE_DELAY_S)
         try:
@@ -327,14 +354,19 @@ class Consumer:
         acks.window.settled(tag)
         self._metrics.amqp_messages.labels("requeued").inc()
 
-    async def _ack(self, acks: _ChannelAcks, tag: int) -> None:
-        """Mark `tag` done; the first caller of a loop turn acks everything then ready."""
+    def _ack(self, acks: _ChannelAcks, tag: int) -> None:
+        """Mark `tag` done; the first one of a loop turn starts the acks of all then ready.
+
+        The answers of one committed batch all arrive in the same turn of the loop, so
+        the task started here (it runs at the next turn) acks the whole batch at once."""
         acks.window.ready(tag)
         if acks.flushing:
             return
         acks.flushing = True
+        self._later(self._flush_ready(acks))
+
+    async def _flush_ready(self, acks: _ChannelAcks) -> None:
         try:
-            await asyncio.sleep(0)  # let the rest of the committed batch report first
             await self._flush(acks)
         finally:
             acks.flushing = False
@@ -373,13 +405,20 @@ class Consumer:
         Messages whose task is not committed by then stay unacked and return to the queue.
         """
         await self.stop_taking_work(grace)
+        deadline = asyncio.get_running_loop().time() + grace.flush_s
+        pending: set[asyncio.Future[Any]] = set(self._pending)
+        if pending:  # their answers start settling tasks, waited for next
+            _, late = await asyncio.wait(pending, timeout=grace.flush_s)
+            if late:
+                log.warning("messages left unacked at shutdown; they return to the queue")
         in_flight = set(self._in_flight)
         if in_flight:
-            _, late = await asyncio.wait(in_flight, timeout=grace.flush_s)
-            for task in late:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            _, late_tasks = await asyncio.wait(in_flight, timeout=max(left, 0.1))
+            for task in late_tasks:
                 task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-            if late:
+            await asyncio.gather(*late_tasks, return_exceptions=True)
+            if late_tasks:
                 log.warning("messages left unacked at shutdown; they return to the queue")
         if self._acks is not None:
             with contextlib.suppress(TimeoutError):
@@ -387,6 +426,16 @@ class Consumer:
         if self._connection is not None:
             await _close(self._connection)
         self._set(ConsumerPhase.STOPPED)
+
+
+def _about(message: AbstractIncomingMessage, tag: int) -> dict[str, Any]:
+    """The fields of a log event about one message."""
+    return {
+        "source": "amqp",
+        "message_id": message.message_id,
+        "delivery_tag": tag,
+        "redelivered": message.redelivered,
+    }
 
 
 async def _close(connection: AbstractRobustConnection) -> None:

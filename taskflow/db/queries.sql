@@ -40,10 +40,19 @@ SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NU
 -- name: insert_tasks
 -- One statement for a whole intake batch (its history rows and the NOTIFY that wakes the
 -- dispatchers of every instance are written by the lifecycle triggers). Rows whose
--- idempotency key exists are skipped.
-INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
-                     $6::text[], $7::bytea[])
+-- idempotency key exists are skipped. Rows marked in $8 are created already claimed by
+-- owner $9 with a lease of $10 seconds (attempt 1; the triggers write their `new` and
+-- `in_progress` events): the creating instance has an idle processor for each.
+INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint,
+                   status, attempts, lease_owner, lease_expires_at)
+SELECT d.id, d.title, d.description, d.payload, d.source, d.idempotency_key, d.fingerprint,
+       CASE WHEN d.claimed THEN 'in_progress' ELSE 'new' END,
+       CASE WHEN d.claimed THEN 1 ELSE 0 END,
+       CASE WHEN d.claimed THEN $9::text END,
+       CASE WHEN d.claimed THEN now() + make_interval(secs => $10::float8) END
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[],
+            $7::bytea[], $8::bool[])
+    AS d(id, title, description, payload, source, idempotency_key, fingerprint, claimed)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *;
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +48,17 @@ class InsertResult:
 
     created: list[Task]
     existing: dict[str, tuple[Task, bytes | None]]
+    claimed: list[Claim] = field(default_factory=list)
+    """The created tasks that were created already claimed (also in `created`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateClaimed:
+    """Create the first `count` tasks of a batch already claimed by `owner` (attempt 1)."""
+
+    owner: str
+    lease_s: float
+    count: int
 
 
 def _task(row: asyncpg.Record) -> Task:
@@ -108,8 +119,15 @@ class TaskStore:
     async def _fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         return await self.db.fetch(name, *args)
 
-    async def insert_tasks(self, batch: Sequence[NewTask]) -> InsertResult:
-        """Insert a batch in one statement; tasks whose key exists are returned as existing."""
+    async def insert_tasks(
+        self, batch: Sequence[NewTask], claim: CreateClaimed | None = None
+    ) -> InsertResult:
+        """Insert a batch in one statement; tasks whose key exists are returned as existing.
+
+        With `claim`, the first `claim.count` tasks are created `in_progress`, held by
+        `claim.owner` (their history is still `new`, then `in_progress`).
+        """
+        claimed_count = claim.count if claim is not None else 0
         rows = await self._fetch(
             "insert_tasks",
             [t.id for t in batch],
@@ -119,8 +137,12 @@ class TaskStore:
             [t.source.value for t in batch],
             [t.idempotency_key for t in batch],
             [t.fingerprint() if t.idempotency_key else None for t in batch],
+            [n < claimed_count for n in range(len(batch))],
+            claim.owner if claim is not None else None,
+            claim.lease_s if claim is not None else None,
         )
         created = [_task(r) for r in rows]
+        claimed = [_claim(r) for r in rows if r["status"] == Status.IN_PROGRESS]
         created_ids = {t.id for t in created}
         missing_keys = [
             t.idempotency_key for t in batch if t.idempotency_key and t.id not in created_ids
@@ -129,7 +151,7 @@ class TaskStore:
         if missing_keys:
             for row in await self._fetch("tasks_by_keys", missing_keys):
                 existing[row["idempotency_key"]] = (_task(row), row["fingerprint"])
-        return InsertResult(created, existing)
+        return InsertResult(created, existing, claimed)
 
     async def get_task(self, task_id: uuid.UUID) -> Task | None:
         """The task with `task_id`, or None."""

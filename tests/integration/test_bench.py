@@ -44,10 +44,12 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     report = await run_bench(TINY)
     results = {s.name: s for s in report.scenarios}
     assert list(results) == [
-        "http", "amqp", "drain", "capacity", "backlog", "cancel", "stream-latency", "stream-fanout"
+        "http", "amqp", "amqp-e2e", "drain", "capacity", "backlog", "cancel", "stream-latency",
+        "stream-fanout",
     ]  # fmt: skip
     for name in (
         "http",
+        "amqp-e2e",
         "drain",
         "capacity",
         "backlog",
@@ -63,6 +65,12 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     assert http["baseline_per_s"] > 0
     assert http["non_201"] == 0
     assert http["p99_ms"] >= http["p50_ms"] > 0
+
+    e2e = results["amqp-e2e"].runs[0]
+    assert e2e["tasks_per_s"] > 0
+    assert e2e["celery_per_s"] > 0
+    assert e2e["cpu_us_per_task"] >= 0  # 20 messages may take less than a clock tick
+    assert e2e["bad_histories"] == 0
 
     drain = results["drain"].runs[0]
     assert drain["tasks_per_s"] > 0

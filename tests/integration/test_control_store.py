@@ -30,7 +30,9 @@ async def test_cancel_of_each_status_in_one_call_and_its_notification(
     tasks = [new_task(f"t{i}") for i in range(4)]
     await store.insert_tasks(tasks)
     waiting, running, done, cancelled = (t.id for t in tasks)
-    [run, fin] = await store.claim_new([running, done], OWNER, 30)
+    # A claim returns its rows in no particular order.
+    claims = {c.task_id: c for c in await store.claim_new([running, done], OWNER, 30)}
+    run, fin = claims[running], claims[done]
     await store.finish([Outcome(fin, Status.COMPLETED, result={})], OWNER)
     await store.cancel([cancelled], None)
 
@@ -88,7 +90,7 @@ async def test_retry_of_each_status_keeps_the_attempts(store: TaskStore) -> None
     tasks = [new_task(f"t{i}") for i in range(3)]
     await store.insert_tasks(tasks)
     failed, waiting, running = (t.id for t in tasks)
-    [claim, _] = await store.claim_new([failed, running], OWNER, 30)
+    claim = {c.task_id: c for c in await store.claim_new([failed, running], OWNER, 30)}[failed]
     await store.finish([Outcome(claim, Status.FAILED, error="boom")], OWNER)
 
     results = await store.retry([failed, waiting, running], "again")

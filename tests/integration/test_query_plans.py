@@ -59,3 +59,21 @@ async def test_finish_looks_up_earlier_attempts_by_primary_key_not_by_scanning_f
     assert "tasks_prune_idx" not in plan, plan
     assert "Seq Scan on tasks" not in plan, plan
     assert "tasks_pkey" in plan, plan
+
+
+async def test_the_claim_finds_the_oldest_new_tasks_through_an_index(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url, timeout=10)
+    try:
+        await init_connection(conn)
+        # As before a drain: every task new, statistics fresh.
+        await conn.execute(
+            "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'waiting', 'http'"
+            " FROM generate_series(1, $1)",
+            FINISHED,
+        )
+        await conn.execute("ANALYZE tasks")
+        plan = await _plan(conn, "claim_tasks", "owner", 30.0, 100, [])
+    finally:
+        await conn.close()
+    assert "Seq Scan on tasks" not in plan, plan
+    assert "tasks_status_newest_idx" in plan, plan

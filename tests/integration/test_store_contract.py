@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from taskflow.actors.ports import PipelineStore
-from taskflow.db.store import TaskStore
+from taskflow.db.store import CreateClaimed, TaskStore
 from taskflow.models import Claim, Outcome, Status
 from tests.unit.helpers import new_task
 from tests.unit.memory_store import MemoryStore
@@ -160,3 +160,35 @@ async def test_a_released_lease_is_claimable_at_once(backend: Backend) -> None:
     assert {(c.task_id, c.attempt, recovered) for c, recovered in retaken} == {
         (c.task_id, 2, True) for c in claims
     }
+
+
+async def test_tasks_created_claimed_start_their_first_attempt(backend: Backend) -> None:
+    store = backend.store
+    mine, other = new_task("mine"), new_task("other")
+    result = await store.insert_tasks([mine, other], CreateClaimed(A, 30, 1))
+    assert result.claimed == [Claim(mine.id, 1, mine.source)]
+    assert [(t.id, t.status, t.attempts) for t in result.created] == [
+        (mine.id, Status.IN_PROGRESS, 1),
+        (other.id, Status.NEW, 0),
+    ]
+    # Held by A: renewed by A only, not claimed again, and finished only by its attempt.
+    assert await store.renew([mine.id], B, 30) == {}
+    assert await store.renew([mine.id], A, 30) == {mine.id: None}
+    assert [c.task_id for c, _ in await store.claim(B, 30, 10)] == [other.id]
+    [claim] = result.claimed
+    assert await store.finish([Outcome(claim, Status.COMPLETED, result={})], B) == set()
+    assert await store.finish([Outcome(claim, Status.COMPLETED, result={})], A) == {(mine.id, 1)}
+    assert await backend.status(mine.id) == (Status.COMPLETED, 1)
+
+
+async def test_a_task_created_claimed_is_taken_over_when_its_lease_runs_out(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    task = new_task("t")
+    [old] = (await store.insert_tasks([task], CreateClaimed(A, 30, 1))).claimed
+    await backend.expire_leases()
+    [(new, recovered)] = await store.claim(B, 30, 10)
+    assert recovered
+    assert (new.task_id, new.attempt) == (task.id, 2)
+    assert await store.finish([Outcome(old, Status.COMPLETED, result={})], A) == set()

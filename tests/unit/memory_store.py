@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from taskflow.db.store import InsertResult
+from taskflow.db.store import CreateClaimed, InsertResult
 from taskflow.models import (
     Claim,
     ControlOutcome,
@@ -115,12 +115,17 @@ class MemoryStore:
 
     # -- PipelineStore ---------------------------------------------------------------
 
-    async def insert_tasks(self, batch: Sequence[NewTask]) -> InsertResult:
-        """Insert a batch; a task whose key exists (or came earlier in the batch) is skipped."""
+    async def insert_tasks(
+        self, batch: Sequence[NewTask], claim: CreateClaimed | None = None
+    ) -> InsertResult:
+        """Insert a batch; a task whose key exists (or came earlier in the batch) is skipped.
+
+        With `claim`, the first `claim.count` tasks of the batch are created claimed."""
         await self._enter("insert_tasks", list(batch))
         created: list[Task] = []
+        claimed: list[Claim] = []
         skipped: list[str] = []
-        for new in batch:
+        for n, new in enumerate(batch):
             key = new.idempotency_key
             if key is not None and key in self._keys:
                 skipped.append(key)
@@ -146,13 +151,16 @@ class MemoryStore:
             if key is not None:
                 self._keys[key] = task.id
                 self._fingerprints[task.id] = new.fingerprint()
+            if claim is not None and n < claim.count:
+                claimed.append(self._start_attempt(task.id, claim.owner, claim.lease_s))
+                task = self.tasks[task.id]
             created.append(task)
         existing = {
             key: (self.tasks[self._keys[key]], self._fingerprints.get(self._keys[key]))
             for key in skipped
         }
         await self._reply("insert_tasks")
-        return InsertResult(created, existing)
+        return InsertResult(created, existing, claimed)
 
     def _start_attempt(self, task_id: uuid.UUID, owner: str, lease_s: float) -> Claim:
         attempt = self.tasks[task_id].attempts + 1

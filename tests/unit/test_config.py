@@ -17,7 +17,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.amqp_url == DEFAULT_AMQP_URL == "amqp://guest:guest@localhost:5672/"
     assert settings.host == "127.0.0.1"
     assert settings.port == 8000
-    assert settings.processors == 100
+    assert settings.processors == 1_000
     assert settings.queue_size == 10_000
     assert (settings.work_min_s, settings.work_max_s) == (5.0, 10.0)
     assert settings.failure_rate == 0.1

@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from taskflow.actors.intake import Intake
-from taskflow.db.store import InsertResult
+from taskflow.db.store import CreateClaimed, InsertResult
 from taskflow.errors import Overloaded
 from taskflow.lifecycle import Grace
 from taskflow.metrics import Metrics
@@ -24,7 +24,9 @@ class StalledStore:
         self.unblock = asyncio.Event()
         self.inserting = asyncio.Event()
 
-    async def insert_tasks(self, batch: Sequence[NewTask]) -> InsertResult:
+    async def insert_tasks(
+        self, batch: Sequence[NewTask], claim: CreateClaimed | None = None
+    ) -> InsertResult:
         self.inserting.set()
         await self.unblock.wait()
         return InsertResult([], {})

@@ -64,4 +64,4 @@ def test_migrations_are_numbered_from_one_without_gaps_and_not_empty() -> None:
     assert [m.version for m in found] == list(range(1, len(found) + 1))
     assert found[0].name == "initial"
     for migration in found:
-        assert "CREATE" in migration.sql or "ALTER" in migration.sql, migration.name
+        assert any(verb in migration.sql for verb in ("CREATE", "ALTER", "DROP")), migration.name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -208,6 +209,12 @@ class Service:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(rest.split()[0])
         return out
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far (user + system), in seconds."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def rss_bytes(self) -> int:
         """The process's resident set size now."""

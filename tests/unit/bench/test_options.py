@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskflow_bench.cli import parser
-from taskflow_bench.options import SCENARIOS, BenchOptions, from_args
+from taskflow_bench.options import DEFAULT_SCENARIOS, BenchOptions, from_args
 
 
 def _options(*argv: str) -> BenchOptions:
@@ -14,7 +14,7 @@ def _options(*argv: str) -> BenchOptions:
 
 def test_defaults_run_every_scenario_three_times() -> None:
     o = _options()
-    assert o.scenarios == SCENARIOS
+    assert o.scenarios == DEFAULT_SCENARIOS
     assert o.repetitions == 3
     assert o.connections == 64
     assert o.capacity_processors == 2000
