@@ -121,14 +121,20 @@ class BenchDatabase:
         now = await self.clock()
         first = now - finished_ago - span
         step = span / max(count, 1)
-        async with self._conn.transaction() if at_once else contextlib.nullcontext():
-            for start in range(0, count, STORED_CHUNK):
-                end = min(start + STORED_CHUNK, count)
-                await self._conn.copy_records_to_table(
-                    "tasks",
-                    records=[_stored_row(n, first + step * n) for n in range(start, end)],
-                    columns=_STORED_COLUMNS,
-                )
+        # A task is born `new` (or claimed): the trigger that says so is set aside while
+        # outcomes are copied in; the history and count triggers still run.
+        await self._conn.execute(self._q["allow_finished_inserts"])
+        try:
+            async with self._conn.transaction() if at_once else contextlib.nullcontext():
+                for start in range(0, count, STORED_CHUNK):
+                    end = min(start + STORED_CHUNK, count)
+                    await self._conn.copy_records_to_table(
+                        "tasks",
+                        records=[_stored_row(n, first + step * n) for n in range(start, end)],
+                        columns=_STORED_COLUMNS,
+                    )
+        finally:
+            await self._conn.execute(self._q["forbid_finished_inserts"])
         await self._conn.execute(self._q["vacuum_analyze"])
 
     async def clock(self) -> datetime:

@@ -85,3 +85,11 @@ WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < $1;
 -- name: sample_ids
 -- $1 task ids taken at random from the whole table.
 SELECT id FROM tasks ORDER BY random() LIMIT $1;
+
+-- name: allow_finished_inserts
+-- The bench stores outcomes directly (COPY of terminal rows): a task is otherwise born
+-- `new` or claimed, and the trigger tasks_creating refuses anything else.
+ALTER TABLE tasks DISABLE TRIGGER tasks_creating;
+
+-- name: forbid_finished_inserts
+ALTER TABLE tasks ENABLE TRIGGER tasks_creating;

@@ -381,6 +381,11 @@ class Consumer:
                     await acks.channel.basic_ack(single)
         except CONNECTION_EXCEPTIONS as exc:
             log.debug("acks not sent: the channel is gone, the broker redelivers", error=str(exc))
+        except Exception as exc:  # aiormq raises a bare Exception when the connection drops
+            log.debug(
+                "acks not sent: the channel failed, the broker redelivers",
+                error=repr(exc),
+            )
 
     # -- stopping -----------------------------------------------------------------------
 

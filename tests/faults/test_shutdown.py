@@ -102,8 +102,10 @@ async def test_signal_drains_hands_back_and_exits_0(fleet: Fleet, signum: signal
     # processor had started yet (handed back unstarted).
     ours = started | set(held)
     finished = [i for i in ours if final[i].attempts == 1]
-    handed_back = [i for i in ours if final[i].attempts == 2]
-    assert len(finished) + len(handed_back) == len(ours)
+    # Every second attempt is one the leaving instance handed back: of an attempt it ran
+    # or had claimed, or of a task it created already claimed just as it began to stop.
+    handed_back = [i for i, row in final.items() if row.attempts == 2]
+    assert set(ours) - set(finished) <= set(handed_back)
     for task_id in finished:  # committed (and logged) by the leaving instance before it exited
         assert task_id in started
         assert leaving.events(
