@@ -13,12 +13,13 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
+from aiohttp.client import _RequestContextManager
 
 from taskflow_bench.stats import histogram, merge, percentile, rate
 
@@ -175,9 +176,25 @@ async def _wrk(
 async def _aiohttp(
     url: str, connections: int, duration_s: float, body: bytes, expected: int
 ) -> LoadResult:
+    headers = {"Content-Type": "application/json"}
+    return await _closed_loop(
+        connections,
+        duration_s,
+        expected,
+        lambda session: session.post(url, data=body, headers=headers),
+    )
+
+
+async def _closed_loop(
+    connections: int,
+    duration_s: float,
+    expected: int,
+    request: Callable[[ClientSession], _RequestContextManager],
+) -> LoadResult:
+    """`connections` workers each sending `request(session)` one after the other for
+    `duration_s`, with the aiohttp client: counts, errors, unexpected statuses, latencies."""
     result = LoadResult()
     latencies: list[float] = []
-    headers = {"Content-Type": "application/json"}
     connector = TCPConnector(limit=connections)
     async with ClientSession(connector=connector, timeout=ClientTimeout(total=10)) as session:
         started = time.perf_counter()
@@ -186,7 +203,7 @@ async def _aiohttp(
         async def worker() -> None:
             while (sent := time.perf_counter()) < deadline:
                 try:
-                    async with session.post(url, data=body, headers=headers) as response:
+                    async with request(session) as response:
                         await response.read()
                         status = response.status
                 except (ClientError, TimeoutError):
@@ -228,30 +245,10 @@ async def run_get_load(
 async def _aiohttp_get(
     url: str, paths: Sequence[str], connections: int, duration_s: float, expected: int
 ) -> LoadResult:
-    result = LoadResult()
-    latencies: list[float] = []
     turn = itertools.count()
-    connector = TCPConnector(limit=connections)
-    async with ClientSession(connector=connector, timeout=ClientTimeout(total=10)) as session:
-        started = time.perf_counter()
-        deadline = started + duration_s
-
-        async def worker() -> None:
-            while (sent := time.perf_counter()) < deadline:
-                path = paths[next(turn) % len(paths)]
-                try:
-                    async with session.get(url + path) as response:
-                        await response.read()
-                        status = response.status
-                except (ClientError, TimeoutError):
-                    result.errors += 1
-                    continue
-                latencies.append(time.perf_counter() - sent)
-                result.requests += 1
-                if status != expected:
-                    result.unexpected += 1
-
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        result.seconds = time.perf_counter() - started
-    result.latency_us = histogram(latencies)
-    return result
+    return await _closed_loop(
+        connections,
+        duration_s,
+        expected,
+        lambda session: session.get(url + paths[next(turn) % len(paths)]),
+    )

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp_apigami import docs, json_schema
 
 from taskflow.api.schemas import TaskSchema
-from taskflow.api.tasks import TASK_ID_PARAMETER, error_responses
+from taskflow.api.tasks import TASK_ID_PARAMETER, error_responses, path_task_id
 from taskflow.db.component import STORE
 from taskflow.errors import StatusConflict, TaskNotFound
 from taskflow.metrics import METRICS, Metrics
@@ -108,14 +108,6 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
     return error_responses(*codes, texts=_ERROR_TEXTS)
 
 
-def _task_id(request: web.Request) -> uuid.UUID:
-    raw = request.match_info["task_id"]
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise TaskNotFound(f"no task has id {raw[:100]!r}", {"id": raw[:100]}) from None
-
-
 def _reason(request: web.Request) -> str | None:
     body = request.get("json")
     return body.get("reason") if isinstance(body, dict) else None
@@ -172,7 +164,7 @@ def _one(result: ControlResult | None, task_id: uuid.UUID, action: str) -> web.R
 @json_schema(ControlBodySchema, example={"reason": "requested by the customer"})
 async def cancel_task(request: web.Request) -> web.Response:
     """POST /tasks/{task_id}/cancel."""
-    task_id = _task_id(request)
+    task_id = path_task_id(request)
     results = await request.app[STORE].cancel([task_id], _reason(request))
     _count(request.app[METRICS], list(results.values()))
     return _one(results.get(task_id), task_id, "cancelled")
@@ -195,7 +187,7 @@ async def cancel_task(request: web.Request) -> web.Response:
 @json_schema(ControlBodySchema, example={"reason": "the upstream service is back"})
 async def retry_task(request: web.Request) -> web.Response:
     """POST /tasks/{task_id}/retry."""
-    task_id = _task_id(request)
+    task_id = path_task_id(request)
     results = await request.app[STORE].retry([task_id], _reason(request))
     _count(request.app[METRICS], list(results.values()))
     return _one(results.get(task_id), task_id, "retried")

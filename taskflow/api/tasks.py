@@ -102,7 +102,8 @@ TASK_ID_PARAMETER = {
 }
 
 
-def _task_id(request: web.Request) -> uuid.UUID:
+def path_task_id(request: web.Request) -> uuid.UUID:
+    """The `task_id` of the route; `TaskNotFound` for a malformed one (404, like unknown)."""
     raw = request.match_info["task_id"]
     try:
         return uuid.UUID(raw)
@@ -171,7 +172,7 @@ async def create_task(request: web.Request) -> web.Response:
 )
 async def get_task(request: web.Request) -> web.Response:
     """GET /tasks/{task_id}."""
-    task_id = _task_id(request)
+    task_id = path_task_id(request)
     task = await request.app[STORE].get_task(task_id)
     if task is None:
         raise TaskNotFound(f"no task has id {task_id}", {"id": str(task_id)})
@@ -200,7 +201,7 @@ async def get_task(request: web.Request) -> web.Response:
 )
 async def task_events(request: web.Request) -> web.StreamResponse:
     """GET /tasks/{task_id}/events (a stream with `Accept: text/event-stream`)."""
-    task_id = _task_id(request)
+    task_id = path_task_id(request)
     if wants_stream(request):
         return await task_stream(request, task_id)
     store = request.app[STORE]
