@@ -92,7 +92,9 @@ CREATE INDEX tasks_title_prefix_idx ON tasks (lower(title) text_pattern_ops);
 -- order), written only by the lifecycle triggers below.
 CREATE TABLE task_events (
     id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    task_id  uuid        NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    -- No foreign key: only the triggers below write here, from rows they hold, and the
+    -- delete trigger removes a task's history with it (a key cost a lookup per event).
+    task_id  uuid        NOT NULL,
     status   text        NOT NULL,
     attempt  integer     NOT NULL CHECK (attempt >= 0),
     at       timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -197,41 +199,42 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- An updated row whose change was numbered (seq moved) gets its event; the counts move by
+-- the new rows' statuses minus the old rows' (an unchanged row cancels itself out); a
+-- statement that changed no status (a lease renewal) writes nothing more.
 CREATE FUNCTION taskflow_tasks_updated() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     written bigint;
     statuses text[];
 BEGIN
-    WITH changed AS (
-        SELECT n.id, n.seq, n.status, n.attempts, n.event_xid, n.updated_at,
-               o.status AS old_status, n.reason
+    WITH events AS (
+        INSERT INTO task_events (task_id, seq, status, attempt, at, xid, reason)
+        SELECT n.id, n.seq, n.status, n.attempts, n.updated_at, n.event_xid,
+               CASE WHEN n.status = 'cancelled' OR (n.status = 'new' AND o.status <> 'new')
+                    THEN n.reason END
         FROM new_rows n JOIN old_rows o ON o.id = n.id
         WHERE n.seq <> o.seq
-    ), events AS (
-        INSERT INTO task_events (task_id, seq, status, attempt, at, xid, reason)
-        SELECT id, seq, status, attempts, updated_at, event_xid,
-               CASE WHEN status = 'cancelled' OR (status = 'new' AND old_status <> 'new')
-                    THEN reason END
-        FROM changed
         RETURNING status
-    ), deltas AS (
-        INSERT INTO task_count_deltas (status, delta)
-        SELECT status, sum(delta) FROM (
-            SELECT status, 1 AS delta FROM changed
-            UNION ALL
-            SELECT old_status, -1 FROM changed
-        ) AS moves
-        GROUP BY status HAVING sum(delta) <> 0
     )
     SELECT count(*), array_agg(DISTINCT status) INTO written, statuses FROM events;
-    PERFORM taskflow_notify_events(written, statuses);
+    IF written > 0 THEN
+        INSERT INTO task_count_deltas (status, delta)
+        SELECT status, sum(delta) FROM (
+            SELECT status, count(*) AS delta FROM new_rows GROUP BY status
+            UNION ALL
+            SELECT status, -count(*) FROM old_rows GROUP BY status
+        ) AS moves
+        GROUP BY status HAVING sum(delta) <> 0;
+        PERFORM taskflow_notify_events(written, statuses);
+    END IF;
     RETURN NULL;
 END $$;
 
 CREATE FUNCTION taskflow_tasks_deleted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    DELETE FROM task_events WHERE task_id IN (SELECT id FROM old_rows);
     INSERT INTO task_count_deltas (status, delta)
     SELECT status, -count(*) FROM old_rows GROUP BY status;
     RETURN NULL;

@@ -5,7 +5,7 @@ each batch is its own short transaction that first takes a transaction-level adv
 lock with `pg_try_advisory_xact_lock` and deletes nothing if another instance holds it
 (a transaction-level lock, unlike a session lock, also works through a transaction-mode
 pooler and is released by a crash). A batch deletes at most `BATCH_SIZE` tasks, their
-history with them (`ON DELETE CASCADE`) and their idempotency keys (a column of the
+history with them (the delete trigger of the lifecycle) and their idempotency keys (a column of the
 task), oldest first; the pruner pauses between batches so that the pipeline's own
 statements are never starved, and a run ends at the first batch that is not full.
 """

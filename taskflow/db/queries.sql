@@ -203,7 +203,7 @@ SELECT pg_try_advisory_xact_lock(7204563210);
 
 -- name: prune_finished
 -- Retention: delete up to $2 terminal tasks whose finished_at is more than $1 seconds old,
--- oldest first; their history goes with them (ON DELETE CASCADE), their idempotency key
+-- oldest first; their history goes with them (the delete trigger), their idempotency key
 -- is a column of the row. The predicate is the one of the partial index tasks_prune_idx.
 WITH doomed AS (
     SELECT id FROM tasks
