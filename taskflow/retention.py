@@ -6,8 +6,11 @@ lock with `pg_try_advisory_xact_lock` and deletes nothing if another instance ho
 (a transaction-level lock, unlike a session lock, also works through a transaction-mode
 pooler and is released by a crash). A batch deletes at most `BATCH_SIZE` tasks, their
 history with them (the delete trigger of the lifecycle) and their idempotency keys (a column of the
-task), oldest first; the pruner pauses between batches so that the pipeline's own
-statements are never starved, and a run ends at the first batch that is not full.
+task), oldest first. The pruner paces itself by what its batches cost: after a batch that
+took `d` seconds it pauses `d * (1 - DUTY) / DUTY` (at least `BATCH_PAUSE_S`), so that it
+keeps a database backend busy at most a `DUTY` share of the time, however slow the
+batches get on a loaded machine, and the pipeline's own statements are never starved. A
+run ends at the first batch that is not full.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 2000
 BATCH_PAUSE_S = 0.05
+DUTY = 0.25
 MAX_INTERVAL_S = 60.0
 MIN_INTERVAL_S = 1.0
 
@@ -65,6 +69,7 @@ class Pruner:
         *,
         batch_size: int | None = None,
         batch_pause_s: float = BATCH_PAUSE_S,
+        duty: float = DUTY,
     ) -> None:
         if retention_s <= 0:
             raise ValueError("a retention of 0 keeps everything: do not run a pruner")
@@ -73,6 +78,7 @@ class Pruner:
         self._retention_s = retention_s
         self._batch_size = batch_size or BATCH_SIZE
         self._batch_pause_s = batch_pause_s
+        self._rest_per_busy_s = (1 - duty) / duty
         self.interval_s = prune_interval(retention_s)
 
     async def run(self) -> None:
@@ -85,12 +91,17 @@ class Pruner:
                 log.warning("retention.failed", error=str(exc))
             await asyncio.sleep(self.interval_s)
 
+    def pause_after(self, batch_s: float) -> float:
+        """The pause after a batch that took `batch_s` seconds (see the module's doc)."""
+        return max(self._batch_pause_s, batch_s * self._rest_per_busy_s)
+
     async def prune_once(self) -> int | None:
         """One run: batches until one is not full; the count deleted, None if locked out."""
         started = time.monotonic()
         deleted = 0
         batches = 0
         while True:
+            batch_started = time.monotonic()
             count = await self._store.prune_finished(self._retention_s, self._batch_size)
             if count is None:  # another instance is pruning: it will finish the job
                 if batches == 0:
@@ -102,7 +113,7 @@ class Pruner:
             self._metrics.pruned_tasks.inc(count)
             if count < self._batch_size:
                 break
-            await asyncio.sleep(self._batch_pause_s)
+            await asyncio.sleep(self.pause_after(time.monotonic() - batch_started))
         duration_s = round(time.monotonic() - started, 3)
         # One line per run; at info only when it deleted something, so that an idle
         # retention does not log every minute.

@@ -95,3 +95,9 @@ def test_runs_are_at_least_once_a_minute(retention_s: int, interval_s: float) ->
 def test_a_retention_of_zero_has_no_pruner() -> None:
     with pytest.raises(ValueError, match="keeps everything"):
         Pruner(FakeStore(0), Metrics(), 0)
+
+
+def test_the_pause_after_a_batch_keeps_the_pruner_to_its_share_of_the_time() -> None:
+    pruner = Pruner(FakeStore(0), Metrics(), 60, batch_pause_s=0.05, duty=0.25)
+    assert pruner.pause_after(0.2) == pytest.approx(0.6)  # busy 0.2 s of every 0.8 s
+    assert pruner.pause_after(0.001) == 0.05  # never less than the floor
