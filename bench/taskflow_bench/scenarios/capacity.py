@@ -60,7 +60,9 @@ async def run_amqp(ctx: Context) -> ScenarioResult:
     validating, inserting and acking every message happens while the processors work.
     A queue that is full from the first moment is the hardest arrival for the intake (all
     at once, as fast as the consumer takes them); messages published at a steady rate
-    during the run would measure the publisher's pacing rather than the service.
+    during the run would measure the publisher's pacing rather than the service. Unlike
+    capacity's copy, nothing is analyzed before the run (the tasks arrive during it): the
+    planner sees the statistics of the empty table, as a fresh deployment would.
     """
     o = ctx.options
     result = _result(ctx, "capacity-amqp")
