@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from taskflow.config import Settings
 from taskflow.errors import ConfigError
-from taskflow_bench.options import add_arguments, from_args
+from taskflow_bench.options import SCENARIOS, add_arguments, from_args
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,8 +16,8 @@ def parser() -> argparse.ArgumentParser:
     bench = argparse.ArgumentParser(
         prog="taskflow-bench",
         description="Start a taskflow service, drive it, and print rates against baselines. "
-        "Scenarios: http, amqp, drain, capacity, backlog, cancel (see the README's Performance "
-        "section). Progress on stderr, the table (or --json) on stdout.",
+        f"Scenarios: {', '.join(SCENARIOS)} (see the README's Performance section). "
+        "Progress on stderr, the table (or --json) on stdout.",
     )
     add_arguments(bench)
     return bench

@@ -13,6 +13,7 @@ DEFAULT_SCENARIOS = (
     "amqp-e2e",
     "drain",
     "capacity",
+    "capacity-amqp",
     "backlog",
     "cancel",
     "stream-latency",
@@ -133,12 +134,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.drain_processors,
         help="TASKFLOW_PROCESSORS of each instance in the drain scenario",
     )
-    parser.add_argument("--capacity-processors", type=_positive_int, default=d.capacity_processors)
+    parser.add_argument(
+        "--capacity-processors",
+        type=_positive_int,
+        default=d.capacity_processors,
+        help="TASKFLOW_PROCESSORS of each instance in capacity and capacity-amqp",
+    )
     parser.add_argument(
         "--capacity-seconds",
         type=_positive_float,
         default=d.capacity_seconds,
-        help="ideal duration of the capacity run (tasks = processors x seconds)",
+        help="ideal duration of capacity and capacity-amqp (tasks or messages = processors "
+        "x seconds)",
     )
     parser.add_argument("--backlog-small", type=_positive_int, default=d.backlog_small)
     parser.add_argument("--backlog-large", type=_positive_int, default=d.backlog_large)

@@ -43,6 +43,7 @@ SCENARIOS: dict[str, Scenario] = {
     "amqp-e2e": amqp_e2e.run,
     "drain": drain.run,
     "capacity": capacity.run,
+    "capacity-amqp": capacity.run_amqp,
     "backlog": backlog.run,
     "cancel": cancel.run,
     "stream-latency": streams.run_latency,

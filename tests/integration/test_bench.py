@@ -44,14 +44,15 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     report = await run_bench(TINY)
     results = {s.name: s for s in report.scenarios}
     assert list(results) == [
-        "http", "amqp", "amqp-e2e", "drain", "capacity", "backlog", "cancel", "stream-latency",
-        "stream-fanout",
+        "http", "amqp", "amqp-e2e", "drain", "capacity", "capacity-amqp", "backlog", "cancel",
+        "stream-latency", "stream-fanout",
     ]  # fmt: skip
     for name in (
         "http",
         "amqp-e2e",
         "drain",
         "capacity",
+        "capacity-amqp",
         "backlog",
         "cancel",
         "stream-latency",
@@ -77,10 +78,13 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     assert drain["bad_histories"] == 0
     assert drain["peak_rss_mib"] > 0
 
-    capacity = results["capacity"].runs[0]
-    assert capacity["ideal_per_s"] == 5
-    assert capacity["bad_histories"] == 0
-    assert 0 < capacity["efficiency"] <= 1.5
+    for name in ("capacity", "capacity-amqp"):
+        capacity = results[name].runs[0]
+        assert results[name].params["tasks"] == 5
+        assert capacity["ideal_per_s"] == 5
+        assert capacity["bad_histories"] == 0
+        assert 0 < capacity["efficiency"] <= 1.5
+        assert capacity["peak_rss_mib"] > 0
 
     backlog = results["backlog"].runs[0]
     assert backlog["small_rss_mib"] > 0

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import aio_pika
 import orjson
@@ -24,7 +25,7 @@ from taskflow_bench.database import POLL_S
 from taskflow_bench.harness.tasks import get_json
 from taskflow_bench.report import MetricSpec, Outcome, ScenarioResult, Target
 from taskflow_bench.scenarios.context import Context
-from taskflow_bench.service import Deployment, ServiceConfig
+from taskflow_bench.service import BenchError, Deployment, ServiceConfig
 from taskflow_bench.stats import quantile_index, rate, ratio, steady_rate
 
 BASELINE_ONLY = "only the aio-pika baseline was measured"
@@ -81,23 +82,55 @@ async def taskflow_rate(
     async with ctx.database() as db:
         config = ctx.service_config(db.url)
         try:
-            state = await consumer_state(ctx, config)
-            if state != "consuming":
-                return state, None
-            async with connection.channel() as channel:
-                with ctx.progress.bar(f"{label} publishing", count) as bar:
-                    await publish(channel, config.amqp_queue, count, bar.advance)
-            async with ctx.service(config):
+            async with (
+                messages_waiting(ctx, connection, config, count, label),
+                ctx.service(config),
+            ):
                 with ctx.progress.bar(f"{label} consuming", count) as bar:
                     async with asyncio.timeout(60 + count / 200):
                         while (done := await db.source_count("amqp")) < count:
                             bar.set(done)
                             await asyncio.sleep(POLL_S)
-            window = await db.creation_window("amqp", LOW, HIGH)
-        finally:
-            await _delete_queues(connection, config.amqp_queue)
+        except ConsumerUnavailable as exc:
+            return exc.state, None
+        window = await db.creation_window("amqp", LOW, HIGH)
     counted = quantile_index(window.tasks, HIGH) - quantile_index(window.tasks, LOW)
-    return state, rate(counted, window.seconds)
+    return "consuming", rate(counted, window.seconds)
+
+
+class ConsumerUnavailable(BenchError):
+    """The service's AMQP consumer did not reach `consuming` (its readiness says `state`)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"the AMQP consumer is not available (state: {state})")
+        self.state = state
+
+
+@asynccontextmanager
+async def messages_waiting(
+    ctx: Context,
+    connection: AbstractRobustConnection,
+    config: ServiceConfig,
+    count: int,
+    label: str,
+) -> AsyncIterator[None]:
+    """`count` task messages (`message`) waiting in the intake queue of `config` while no
+    service runs; the queue and its dead-letter queue are deleted afterwards.
+
+    The service is started once first and stopped again, so that its own consumer
+    declares the queues (type and arguments as it wants them); `ConsumerUnavailable` if
+    it never consumes. Start the service inside the block to measure its intake.
+    """
+    try:
+        state = await consumer_state(ctx, config)
+        if state != "consuming":
+            raise ConsumerUnavailable(state)
+        async with connection.channel() as channel:
+            with ctx.progress.bar(f"{label} publishing", count) as bar:
+                await publish(channel, config.amqp_queue, count, bar.advance)
+        yield
+    finally:
+        await _delete_queues(connection, config.amqp_queue)
 
 
 async def consumer_state(ctx: Context, config: ServiceConfig) -> str:

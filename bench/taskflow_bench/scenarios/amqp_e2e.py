@@ -29,7 +29,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from taskflow_bench import celery_peer
 from taskflow_bench.harness.service import Service
 from taskflow_bench.report import MetricSpec, Outcome, ScenarioResult, Target
-from taskflow_bench.scenarios.amqp import PUBLISH_CHUNK, consumer_state, publish
+from taskflow_bench.scenarios.amqp import PUBLISH_CHUNK, messages_waiting
 from taskflow_bench.scenarios.context import Context
 from taskflow_bench.service import BenchError
 from taskflow_bench.stats import rate, ratio
@@ -85,24 +85,16 @@ async def taskflow_rate(
     machine), and the tasks without their three status changes."""
     async with ctx.database() as db:
         config = ctx.service_config(db.url, failure_rate=FAILURE_RATE)
-        try:
-            state = await consumer_state(ctx, config)
-            if state != "consuming":
-                raise BenchError(f"the AMQP consumer is not available (state: {state})")
-            async with connection.channel() as channel:
-                with ctx.progress.bar(f"{label} publishing", count) as bar:
-                    await publish(channel, config.amqp_queue, count, bar.advance)
-            async with ctx.service(config) as service:
-                ready_cpu_s = service.cpu_seconds()  # start-up (imports, migrations) left out
-                with ctx.progress.bar(f"{label} taskflow", count) as bar:
-                    await db.wait_terminal(count, 60 + count / 200, bar.set)
-                cpu_s = service.cpu_seconds() - ready_cpu_s
-            window = await db.end_to_end_window("amqp")
-            bad = float(await db.incomplete_histories())
-        finally:
-            async with connection.channel() as channel:
-                for name in (config.amqp_queue, f"{config.amqp_queue}.dead"):
-                    await channel.queue_delete(name)
+        async with (
+            messages_waiting(ctx, connection, config, count, label),
+            ctx.service(config) as service,
+        ):
+            ready_cpu_s = service.cpu_seconds()  # start-up (imports, migrations) left out
+            with ctx.progress.bar(f"{label} taskflow", count) as bar:
+                await db.wait_terminal(count, 60 + count / 200, bar.set)
+            cpu_s = service.cpu_seconds() - ready_cpu_s
+        window = await db.end_to_end_window("amqp")
+        bad = float(await db.incomplete_histories())
     return rate(window.tasks, window.seconds), cpu_s * 1e6 / max(1, window.tasks), bad
 
 

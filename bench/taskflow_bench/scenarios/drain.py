@@ -49,10 +49,18 @@ async def run(ctx: Context) -> ScenarioResult:
 async def process_waiting(
     ctx: Context, db: BenchDatabase, config: ServiceConfig, tasks: int, label: str
 ) -> dict[str, float]:
-    """Copy `tasks` waiting tasks in, start the service, wait until all are terminal."""
+    """Copy `tasks` waiting tasks in, then `process_all` of them."""
     with ctx.progress.bar(f"{label} inserting", tasks) as bar:
         await db.insert_waiting(tasks)
         bar.advance(tasks)
+    return await process_all(ctx, db, config, tasks, label)
+
+
+async def process_all(
+    ctx: Context, db: BenchDatabase, config: ServiceConfig, tasks: int, label: str
+) -> dict[str, float]:
+    """Start the service, wait until `tasks` tasks are terminal, stop it: tasks/s from the
+    first start to the last finish, tasks without their three status changes, peak RSS."""
     async with ctx.service(config) as service:
         with ctx.progress.bar(f"{label} processing", tasks) as bar:
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from taskflow_bench import runner
 from taskflow_bench.cli import parser
-from taskflow_bench.options import DEFAULT_SCENARIOS, BenchOptions, from_args
+from taskflow_bench.options import DEFAULT_SCENARIOS, SCENARIOS, BenchOptions, from_args
 
 
 def _options(*argv: str) -> BenchOptions:
@@ -24,6 +25,19 @@ def test_defaults_run_every_scenario_three_times() -> None:
     assert o.url is None
     assert o.log_level == "warning"
     assert not o.json
+
+
+def test_every_scenario_named_on_the_command_line_has_a_runner() -> None:
+    assert set(runner.SCENARIOS) == set(SCENARIOS)
+    description = parser().description or ""
+    assert all(name in description for name in SCENARIOS)
+
+
+def test_capacity_amqp_runs_by_default_with_the_capacity_sizes() -> None:
+    assert "capacity-amqp" in DEFAULT_SCENARIOS
+    o = _options("capacity-amqp", "--capacity-processors", "50", "--capacity-seconds", "2")
+    assert o.scenarios == ("capacity-amqp",)
+    assert (o.capacity_processors, o.capacity_seconds) == (50, 2.0)
 
 
 def test_scenarios_are_a_comma_separated_list_without_repeats() -> None:
