@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 2000
 BATCH_PAUSE_S = 0.05
-DUTY = 0.25
+DUTY = 0.15
 MAX_INTERVAL_S = 60.0
 MIN_INTERVAL_S = 1.0
 
