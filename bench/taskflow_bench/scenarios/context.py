@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+import aio_pika
 
 from taskflow_bench.database import BenchDatabase
 from taskflow_bench.options import BenchOptions
@@ -22,13 +25,17 @@ class Context:
     options: BenchOptions
     client: str
     progress: Progress
+    # The intake queues named by service_config, deleted with the database they serve.
+    _queues: list[str] = field(default_factory=list)
 
     def service_config(self, database_url: str, **overrides: object) -> ServiceConfig:
         """The bench's service settings on `database_url` (processors, work 0 s, ...)."""
+        queue = f"taskflow-bench-{uuid.uuid4().hex[:12]}"
+        self._queues.append(queue)
         config = ServiceConfig(
             database_url=database_url,
             amqp_url=self.options.amqp_url,
-            amqp_queue=f"taskflow-bench-{uuid.uuid4().hex[:12]}",
+            amqp_queue=queue,
             processors=self.options.processors,
             log_level=self.options.log_level,
         )
@@ -36,15 +43,38 @@ class Context:
 
     @asynccontextmanager
     async def database(self) -> AsyncIterator[BenchDatabase]:
-        """A fresh database with taskflow's schema, dropped afterwards."""
-        async with BenchDatabase.create(self.options.database_admin_url) as db:
-            yield db
+        """A fresh database with taskflow's schema, dropped afterwards, with the RabbitMQ
+        queues of the services configured for it (each service declares its own)."""
+        first = len(self._queues)
+        try:
+            async with BenchDatabase.create(self.options.database_admin_url) as db:
+                yield db
+        finally:
+            names = self._queues[first:]
+            del self._queues[first:]
+            await delete_queues(self.options.amqp_url, names)
 
     @asynccontextmanager
     async def service(self, config: ServiceConfig) -> AsyncIterator[Deployment]:
         """`--instances` taskflow processes with `config`, stopped afterwards."""
         async with running(config, self.options.instances) as deployment:
             yield deployment
+
+
+async def delete_queues(amqp_url: str, queues: list[str]) -> None:
+    """Delete `queues` and their dead-letter queues, if RabbitMQ can be reached at all:
+    a scenario run without RabbitMQ leaves nothing there to delete."""
+    if not queues:
+        return
+    try:
+        async with asyncio.timeout(10):
+            connection = await aio_pika.connect(amqp_url, timeout=5)
+            async with connection, connection.channel() as channel:
+                for name in queues:
+                    await channel.queue_delete(name)
+                    await channel.queue_delete(f"{name}.dead")
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
+        pass
 
 
 def mib(kib: int) -> float:
