@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install bench run test lint check-containers format clean
+.PHONY: install bench run test browser lint check-containers format clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,20 @@ run: install
 	@[ -f .env ] || cp .env.example .env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# The browser tests (dashboard, Swagger UI, EventSource) drive Debian's Chromium through
+# Playwright, never a downloaded browser: installed here when missing (as root, with apt).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else \
+			echo "make test needs Debian's Chromium at /usr/bin/chromium: sudo apt-get install chromium" >&2; \
+			exit 1; \
+		fi; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .
