@@ -115,22 +115,20 @@ async def messages_waiting(
     label: str,
 ) -> AsyncIterator[None]:
     """`count` task messages (`message`) waiting in the intake queue of `config` while no
-    service runs; the queue and its dead-letter queue are deleted afterwards.
+    service runs (the queues go with the database `config` was made for: see
+    `Context.database`).
 
     The service is started once first and stopped again, so that its own consumer
     declares the queues (type and arguments as it wants them); `ConsumerUnavailable` if
     it never consumes. Start the service inside the block to measure its intake.
     """
-    try:
-        state = await consumer_state(ctx, config)
-        if state != "consuming":
-            raise ConsumerUnavailable(state)
-        async with connection.channel() as channel:
-            with ctx.progress.bar(f"{label} publishing", count) as bar:
-                await publish(channel, config.amqp_queue, count, bar.advance)
-        yield
-    finally:
-        await _delete_queues(connection, config.amqp_queue)
+    state = await consumer_state(ctx, config)
+    if state != "consuming":
+        raise ConsumerUnavailable(state)
+    async with connection.channel() as channel:
+        with ctx.progress.bar(f"{label} publishing", count) as bar:
+            await publish(channel, config.amqp_queue, count, bar.advance)
+    yield
 
 
 async def consumer_state(ctx: Context, config: ServiceConfig) -> str:
@@ -212,9 +210,3 @@ async def raw_consume_rate(
         finally:
             await queue.delete(if_unused=False, if_empty=False)
     return steady_rate(acked, LOW, HIGH)
-
-
-async def _delete_queues(connection: AbstractRobustConnection, queue: str) -> None:
-    async with connection.channel() as channel:
-        for name in (queue, f"{queue}.dead"):
-            await channel.queue_delete(name)
