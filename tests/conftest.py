@@ -80,6 +80,16 @@ async def db_url(template_database: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test database, to look at the rows as an operator would."""
+    conn = await asyncpg.connect(db_url, timeout=10)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
 def settings(db_url: str) -> Settings:
     """Settings for a fast pipeline on the test database: no work time, no failures."""
     return replace(

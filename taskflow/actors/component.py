@@ -3,9 +3,10 @@
 `setup(app)` adds the pipeline's `cleanup_ctx` (after the database's: it needs `STORE`)
 and an `on_shutdown` hook that makes it stop taking work as soon as the process is told
 to stop, while aiohttp still answers the requests in flight. Besides the actors the
-pipeline supervises two loops: the process's event listener (whose notifications wake
-the dispatcher, and on the control channel stop cancelled attempts), and the refresh of
-the per-status gauges; and, unless `TASKFLOW_RETENTION=0`, the retention pruner.
+pipeline supervises three loops: the process's event listener (whose notifications wake
+the dispatcher, and on the control channel stop cancelled attempts), the refresh of the
+per-status gauges, and the analyzer that keeps the planner's statistics up with a burst
+(`taskflow.analyze`); and, unless `TASKFLOW_RETENTION=0`, the retention pruner.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from taskflow.actors.cancels import CONTROL_CHANNEL, control_subscriber
 from taskflow.actors.pipeline import Pipeline
+from taskflow.analyze import analyzer_loops
 from taskflow.config import SETTINGS
 from taskflow.db.component import LISTENER, STORE
 from taskflow.db.listener import EVENTS_CHANNEL
@@ -61,6 +63,7 @@ def setup(
             {
                 "event-listener": listener.run(),
                 "statistics": refresh_statistics(store, metrics, stats_s),
+                **analyzer_loops(store),
                 **retention_loops(store, metrics, settings.retention_s),
             }
         )

@@ -196,6 +196,21 @@ UPDATE task_counts c SET n = c.n + summed.delta FROM summed WHERE c.status = sum
 -- name: oldest_new
 SELECT min(created_at) FROM tasks WHERE status = 'new';
 
+-- name: stale_statistics
+-- The lifecycle tables whose planner statistics lag their content: changed (rows inserted,
+-- updated or deleted since their last ANALYZE) by at least $1 rows and at least $2 times
+-- the rows those statistics counted (reltuples is -1 before the first ANALYZE).
+SELECT c.relname::text AS name
+FROM pg_class c
+JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid IN ('tasks'::regclass, 'task_events'::regclass)
+  AND s.n_mod_since_analyze >= greatest($1::bigint, $2::float8 * greatest(c.reltuples, 0))
+ORDER BY c.relname;
+
+-- name: analyze_lock
+-- The analyzer: one instance at a time (a transaction-level lock, as prune_lock).
+SELECT pg_try_advisory_xact_lock(7204563211);
+
 -- name: prune_lock
 -- Retention: one batch at a time across every instance. A transaction-level lock, so that
 -- it works through a transaction-mode pooler and a crash cannot leave it held.

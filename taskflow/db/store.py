@@ -34,6 +34,11 @@ from taskflow.models import (
 # A retention batch deletes a few thousand rows and their history: more than one call.
 PRUNE_TIMEOUT_S = 30.0
 
+# ANALYZE of a lifecycle table: a few hundred ms for a million rows, never more than this.
+ANALYZE_TIMEOUT_S = 60.0
+ANALYZE_LOCK_TIMEOUT = "1s"
+_ANALYZE = {"tasks": "ANALYZE tasks", "task_events": "ANALYZE task_events"}
+
 FAR_FUTURE = datetime.fromisoformat("9999-12-31T23:59:59+00:00")
 MAX_UUID = uuid.UUID(int=(1 << 128) - 1)
 # How often a cancel or retry is run again for tasks another transaction changed under it.
@@ -262,6 +267,31 @@ class TaskStore:
                 q["prune_finished"], retention_s, limit, timeout=PRUNE_TIMEOUT_S
             )
             return deleted
+
+    async def stale_tables(self, min_changes: int, factor: float) -> list[str]:
+        """The lifecycle tables changed by at least `min_changes` rows and `factor` times
+        the rows of their planner statistics since their last ANALYZE."""
+        return [row["name"] for row in await self._fetch("stale_statistics", min_changes, factor)]
+
+    async def analyze_stale(self, min_changes: int, factor: float) -> list[str] | None:
+        """ANALYZE the tables that `stale_tables` names, and return them.
+
+        One transaction, which first takes the analyze lock: None (nothing analyzed) when
+        another instance holds it. ANALYZE waits at most `ANALYZE_LOCK_TIMEOUT` for its
+        table lock (held by autovacuum while it works on the table): then StoreError.
+        """
+        q = self.db.queries
+        async with self.db.connection() as conn, conn.transaction():
+            if not await conn.fetchval(q["analyze_lock"]):
+                return None
+            stale = [
+                row["name"] for row in await conn.fetch(q["stale_statistics"], min_changes, factor)
+            ]
+            if stale:
+                await conn.execute(f"SET LOCAL lock_timeout = '{ANALYZE_LOCK_TIMEOUT}'")
+            for name in stale:
+                await conn.execute(_ANALYZE[name], timeout=ANALYZE_TIMEOUT_S)
+            return stale
 
     async def oldest_new(self) -> datetime | None:
         """When the oldest task still `new` was created, or None."""

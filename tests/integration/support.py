@@ -38,6 +38,15 @@ async def settle(client: Client, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def wait_until(check: Callable[[], Awaitable[object]], timeout: float = 30.0) -> None:
+    """Poll `check` every 0.1 s until it returns something true (at most `timeout`)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.1)
+
+
 async def assert_error(response: ClientResponse, status: int, code: str) -> dict[str, Any]:
     """Check an error response: its status, and the contract's JSON shape; return details."""
     text = await response.text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,20 +21,10 @@ from aiohttp.test_utils import TestClient
 from taskflow import retention
 from taskflow.config import Settings
 from taskflow_bench.harness.metrics import metric
+from tests.integration.support import wait_until
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[Settings], Awaitable[Client]]
-WAIT_S = 30.0
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the test database, to look at the rows themselves."""
-    conn = await asyncpg.connect(db_url, timeout=10)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def create(client: Client, title: str, key: str | None = None) -> dict[str, Any]:
@@ -53,14 +43,6 @@ async def status_of(client: Client, task_id: str) -> str | None:
     assert response.status == 200
     body: dict[str, Any] = await response.json()
     return str(body["status"])
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]]) -> None:
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.1)
 
 
 async def events_of(db: asyncpg.Connection, ids: list[str]) -> int:

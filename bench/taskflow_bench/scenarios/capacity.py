@@ -27,6 +27,7 @@ METRICS = (
     MetricSpec("efficiency", "tasks/s / ideal", "", 3),
     MetricSpec("bad_histories", "tasks without their 3 status changes", ""),
     MetricSpec("peak_rss_mib", "peak RSS per instance", "MiB"),
+    MetricSpec("finish_batch_ms", "mean finish batch (outcomes written)", "ms", 1),
 )
 TARGETS = (
     Target("efficiency", ">=", 0.9),

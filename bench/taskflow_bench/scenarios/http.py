@@ -31,7 +31,8 @@ METRICS = (
     MetricSpec("non_201", "taskflow non-201 responses", ""),
     MetricSpec("errors", "taskflow connection errors", ""),
 )
-TARGETS = (Target("ratio", ">=", 0.7), Target("p99_ms", "<=", 25.0))
+# Issue 16's targets (the first issue's 0.7 and 25 ms assumed PostgreSQL on other cores).
+TARGETS = (Target("ratio", ">=", 0.35), Target("p99_ms", "<=", 20.0))
 
 
 def measure(tf: LoadResult, base: LoadResult) -> dict[str, float]:
