@@ -9,6 +9,7 @@ from taskflow_bench.harness import events
 from taskflow_bench.harness.environment import service_environment
 from taskflow_bench.harness.service import RAW, Service
 from taskflow_bench.harness.tasks import wait_terminal
+from taskflow_bench.scenarios.context import delete_queues
 
 
 async def test_json_logs_follow_a_task_and_log_access_as_events(
@@ -42,6 +43,8 @@ async def test_json_logs_follow_a_task_and_log_access_as_events(
         code = await service.stop(signal.SIGTERM)
     finally:
         await service.kill()
+        # The service declared the test's queue pair on the real broker: leave nothing.
+        await delete_queues(settings.amqp_url, [settings.amqp_queue])
     assert code == 0, service.output
     assert service.printed == []  # nothing printed besides the log
 
