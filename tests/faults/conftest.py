@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
 import aiohttp
 import pytest
 
+from taskflow_bench.harness.broker import delete_queues
 from taskflow_bench.harness.environment import service_environment
 from taskflow_bench.harness.service import RAW, Service
 from tests.conftest import AMQP_URL
@@ -65,7 +65,7 @@ class Fleet:
         """
         for service in self.services:
             await service.kill()
-        await self._delete_queues()
+        await delete_queues(AMQP_URL, [self.amqp_queue])
         errors = []
         for n, service in enumerate(self.services):
             (self._log_dir / f"{n}-{service.name}.log").write_text(service.output)
@@ -76,16 +76,6 @@ class Fleet:
             ]
             errors += [f"{service.name} printed: {line}" for line in service.printed]
         assert not errors, "services logged errors:\n" + "\n".join(errors[:20])
-
-    async def _delete_queues(self) -> None:
-        """Delete the queues the services declared on the shared broker (if they did)."""
-        connection = await aio_pika.connect(AMQP_URL, timeout=30)
-        try:
-            channel = await connection.channel()
-            for name in (self.amqp_queue, f"{self.amqp_queue}.dead"):
-                await channel.queue_delete(name, timeout=30)
-        finally:
-            await connection.close()
 
 
 @pytest.fixture

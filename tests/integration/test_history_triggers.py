@@ -21,48 +21,42 @@ async def _history(conn: asyncpg.Connection) -> tuple[int, dict[str, int]]:
 
 
 async def test_a_lease_renewal_writes_no_history_no_counts_and_no_notification(
-    db_url: str,
+    db_url: str, db: asyncpg.Connection
 ) -> None:
     task = new_task("renewed")
     async with TaskStore.connect(db_url) as store:
         await store.insert_tasks([task], CreateClaimed(OWNER, 30, 1))
-    conn = await asyncpg.connect(db_url, timeout=10)
     notified: list[str] = []
-    try:
-        await conn.add_listener("taskflow_events", lambda *args: notified.append(args[-1]))
-        before = await _history(conn)
-        delta_rows_before = await conn.fetchval("SELECT count(*) FROM task_count_deltas")
-        await conn.execute(
-            "UPDATE tasks SET lease_expires_at = now() + interval '60 seconds' WHERE id = $1",
-            task.id,
-        )
-        after = await _history(conn)
-        delta_rows = await conn.fetchval("SELECT count(*) FROM task_count_deltas")
-        await conn.execute(
-            "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
-            " lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
-            task.id,
-        )
-        await asyncio.sleep(0.2)  # a notification arrives after its commit
-        finished = await _history(conn)
-    finally:
-        await conn.close()
+    await db.add_listener("taskflow_events", lambda *args: notified.append(args[-1]))
+    before = await _history(db)
+    delta_rows_before = await db.fetchval("SELECT count(*) FROM task_count_deltas")
+    await db.execute(
+        "UPDATE tasks SET lease_expires_at = now() + interval '60 seconds' WHERE id = $1",
+        task.id,
+    )
+    after = await _history(db)
+    delta_rows = await db.fetchval("SELECT count(*) FROM task_count_deltas")
+    await db.execute(
+        "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
+        " lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+        task.id,
+    )
+    await asyncio.sleep(0.2)  # a notification arrives after its commit
+    finished = await _history(db)
     assert before == after == (2, {"in_progress": 1})
     assert delta_rows == delta_rows_before  # the renewal appended no delta row, not even a 0
     assert finished == (3, {"completed": 1})  # in_progress -1, completed +1
     assert len(notified) == 1  # the completion's, none for the renewal
 
 
-async def test_deleting_tasks_deletes_their_history_and_only_theirs(db_url: str) -> None:
+async def test_deleting_tasks_deletes_their_history_and_only_theirs(
+    db_url: str, db: asyncpg.Connection
+) -> None:
     gone, kept = new_task("gone"), new_task("kept")
     async with TaskStore.connect(db_url) as store:
         await store.insert_tasks([gone, kept], CreateClaimed(OWNER, 30, 2))
-    conn = await asyncpg.connect(db_url, timeout=10)
-    try:
-        await conn.execute("DELETE FROM tasks WHERE id = $1", gone.id)
-        left = await conn.fetch("SELECT task_id, seq FROM task_events ORDER BY task_id, seq")
-        counts = await _history(conn)
-    finally:
-        await conn.close()
+    await db.execute("DELETE FROM tasks WHERE id = $1", gone.id)
+    left = await db.fetch("SELECT task_id, seq FROM task_events ORDER BY task_id, seq")
+    counts = await _history(db)
     assert [(r["task_id"], r["seq"]) for r in left] == [(kept.id, 1), (kept.id, 2)]
     assert counts == (2, {"in_progress": 1})

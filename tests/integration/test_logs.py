@@ -6,10 +6,10 @@ import signal
 
 from taskflow.config import Settings
 from taskflow_bench.harness import events
+from taskflow_bench.harness.broker import delete_queues
 from taskflow_bench.harness.environment import service_environment
 from taskflow_bench.harness.service import RAW, Service
 from taskflow_bench.harness.tasks import wait_terminal
-from taskflow_bench.scenarios.context import delete_queues
 
 
 async def test_json_logs_follow_a_task_and_log_access_as_events(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-import aio_pika
-
 from taskflow_bench.database import BenchDatabase
+from taskflow_bench.harness.broker import delete_queues
 from taskflow_bench.options import BenchOptions
 from taskflow_bench.progress import Progress
 from taskflow_bench.service import Deployment, ServiceConfig, running
@@ -59,22 +57,6 @@ class Context:
         """`--instances` taskflow processes with `config`, stopped afterwards."""
         async with running(config, self.options.instances) as deployment:
             yield deployment
-
-
-async def delete_queues(amqp_url: str, queues: list[str]) -> None:
-    """Delete `queues` and their dead-letter queues, if RabbitMQ can be reached at all:
-    a scenario run without RabbitMQ leaves nothing there to delete."""
-    if not queues:
-        return
-    try:
-        async with asyncio.timeout(10):
-            connection = await aio_pika.connect(amqp_url, timeout=5)
-            async with connection, connection.channel() as channel:
-                for name in queues:
-                    await channel.queue_delete(name)
-                    await channel.queue_delete(f"{name}.dead")
-    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
-        pass
 
 
 def mib(kib: int) -> float:
