@@ -121,11 +121,15 @@ SELECT id, attempts, source, false, true FROM lapsed;
 
 -- name: claim_new_by_ids
 -- Claims tasks this instance has just created, if nobody else has claimed them first.
+-- "Still new" is written as "not leased and not terminal" (the same rows, by the shape
+-- constraints): `status = 'new'` would let the planner scan tasks_status_newest_idx, every
+-- waiting task, when its statistics say few are new (see "id-keyed statements" in
+-- the README); this way the primary key is the only index it can use.
 UPDATE tasks t
 SET status = 'in_progress', attempts = t.attempts + 1, started_at = clock_timestamp(),
     updated_at = clock_timestamp(), lease_owner = $2,
     lease_expires_at = now() + make_interval(secs => $3)
-WHERE t.id = ANY($1::uuid[]) AND t.status = 'new'
+WHERE t.id = ANY($1::uuid[]) AND t.lease_owner IS NULL AND NOT taskflow_is_terminal(t.status)
 RETURNING t.id, t.attempts, t.source, false AS recovered;
 
 -- name: finish_tasks
@@ -136,7 +140,10 @@ RETURNING t.id, t.attempts, t.source, false AS recovered;
 -- writer's own earlier try, committed although its answer was lost (a retry after a cut
 -- connection): it counts as written and is not written twice. That look-up goes row by
 -- row through the primary key (LATERAL ... LIMIT 1): as a join, the planner read every
--- finished task through the status index, O(finished tasks) per batch.
+-- finished task through the status index, O(finished tasks) per batch. The update is
+-- fenced by the lease alone: a lease is held only by an `in_progress` task (the shape
+-- constraints), and naming the status too let the planner scan every running task through
+-- tasks_status_newest_idx when its statistics said few were running.
 WITH data AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
         AS d(id, attempt, status, result, error)
@@ -146,8 +153,7 @@ WITH data AS (
         finished_at = clock_timestamp(), updated_at = clock_timestamp(),
         lease_owner = NULL, lease_expires_at = NULL, cancel_requested_at = NULL
     FROM data
-    WHERE t.id = data.id AND t.attempts = data.attempt AND t.status = 'in_progress'
-      AND t.lease_owner = $6
+    WHERE t.id = data.id AND t.attempts = data.attempt AND t.lease_owner = $6
     RETURNING t.id, t.attempts
 )
 SELECT id, attempts FROM finished
@@ -163,15 +169,16 @@ SELECT data.id, data.attempt FROM data CROSS JOIN LATERAL (
 
 -- name: renew_leases
 -- Also returns each attempt's `cancel_requested_at`: a cancel whose notification was lost
--- is seen here, within one renewal interval.
+-- is seen here, within one renewal interval. Fenced by the lease alone, as finish_tasks.
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
-WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress'
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2
 RETURNING id, cancel_requested_at;
 
 -- name: release_leases
 -- Hands attempts back on shutdown: the lease ends now, so any instance claims them at once.
+-- Fenced by the lease alone, as finish_tasks.
 UPDATE tasks SET lease_expires_at = now() - interval '1 microsecond'
-WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'in_progress'
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2
 RETURNING id;
 
 -- name: status_counts

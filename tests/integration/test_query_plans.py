@@ -13,7 +13,7 @@ import asyncpg
 from taskflow.db.connector import init_connection
 from taskflow.db.queries import queries
 
-FINISHED = 5000
+FINISHED = 20000
 
 
 async def _plan(conn: asyncpg.Connection, name: str, *args: object) -> str:
@@ -77,3 +77,89 @@ async def test_the_claim_finds_the_oldest_new_tasks_through_an_index(db_url: str
         await conn.close()
     assert "Seq Scan on tasks" not in plan, plan
     assert "tasks_status_newest_idx" in plan, plan
+
+
+# The statements that find their rows by id, with the parameter types of a PREPARE.
+BY_ID = {
+    "finish_tasks": "uuid[], int[], text[], jsonb[], text[], text",
+    "claim_new_by_ids": "uuid[], text, float8",
+    "renew_leases": "uuid[], text, float8",
+    "release_leases": "uuid[], text",
+}
+
+
+async def _generic_plan(conn: asyncpg.Connection, name: str) -> str:
+    """The plan PostgreSQL caches for `name` when it stops planning each execution: made
+    for no particular arguments, so any (NULLs) show it."""
+    types = BY_ID[name]
+    await conn.execute(f"PREPARE probe({types}) AS {queries()[name]}")
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        nulls = ", ".join("NULL" for _ in types.split(","))
+        rows = await conn.fetch(f"EXPLAIN EXECUTE probe({nulls})")
+    finally:
+        await conn.execute("RESET plan_cache_mode")
+        await conn.execute("DEALLOCATE probe")
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_statements_by_id_probe_the_primary_key_whatever_the_statistics_say(
+    db_url: str,
+) -> None:
+    conn = await asyncpg.connect(db_url, timeout=10)
+    try:
+        await init_connection(conn)
+        # A deployment analyzed while quiet: every task finished, none new nor running.
+        await conn.execute(
+            "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'done', 'http'"
+            " FROM generate_series(1, $1)",
+            FINISHED,
+        )
+        await conn.execute(
+            "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
+            " lease_owner = 'owner', lease_expires_at = now() + interval '1 minute'"
+        )
+        await conn.execute(
+            "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
+            " lease_owner = NULL, lease_expires_at = NULL"
+        )
+        await conn.execute("ANALYZE tasks")
+        # Then a burst, before the next ANALYZE: thousands running and thousands waiting.
+        # The statistics say neither status exists, so an index on the status looks like
+        # the cheapest way to any of them, and scanning it reads every one of them.
+        await conn.execute(
+            "INSERT INTO tasks (id, title, source, status, attempts, lease_owner,"
+            " lease_expires_at) SELECT gen_random_uuid(), 'running', 'http', 'in_progress', 1,"
+            " 'owner', now() + interval '1 minute' FROM generate_series(1, $1)",
+            FINISHED // 2,
+        )
+        await conn.execute(
+            "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'waiting', 'http'"
+            " FROM generate_series(1, $1)",
+            FINISHED // 2,
+        )
+        ids = [uuid.uuid4() for _ in range(100)]
+        custom = {
+            "finish_tasks": await _plan(
+                conn,
+                "finish_tasks",
+                ids,
+                [1] * 100,
+                ["completed"] * 100,
+                [{}] * 100,
+                [None] * 100,
+                "owner",
+            ),
+            "claim_new_by_ids": await _plan(conn, "claim_new_by_ids", ids, "owner", 30.0),
+            "renew_leases": await _plan(conn, "renew_leases", ids, "owner", 30.0),
+            "release_leases": await _plan(conn, "release_leases", ids, "owner"),
+        }
+        generic = {name: await _generic_plan(conn, name) for name in BY_ID}
+    finally:
+        await conn.close()
+    for name in BY_ID:
+        for kind, plan in (("planned for its arguments", custom[name]), ("generic", generic[name])):
+            where = f"{name}, {kind}:\n{plan}"
+            assert "tasks_status_newest_idx" not in plan, where
+            assert "Seq Scan on tasks" not in plan, where
+            assert "tasks_pkey" in plan, where
