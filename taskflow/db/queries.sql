@@ -245,18 +245,19 @@ SELECT count(*) FROM gone;
 -- notification `<id>:<attempt>:<requested at, epoch s>` goes to the instance running the
 -- attempt, on commit. The other tasks are returned `unchanged`, as this statement's snapshot
 -- saw them (a row changed meanwhile by another transaction shows its old status: the
--- caller runs the statement again for those).
+-- caller runs the statement again for those). `new` and `in_progress` are written by the
+-- lease, as in claim_new_by_ids, so that the primary key is the only index to use.
 WITH cancelled AS (
     UPDATE tasks t
     SET status = 'cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
         reason = $2
-    WHERE t.id = ANY($1::uuid[]) AND t.status = 'new'
+    WHERE t.id = ANY($1::uuid[]) AND t.lease_owner IS NULL AND NOT taskflow_is_terminal(t.status)
     RETURNING t.*
 ), requested AS (
     UPDATE tasks t
     SET cancel_requested_at = coalesce(t.cancel_requested_at, clock_timestamp()),
         updated_at = clock_timestamp(), reason = $2
-    WHERE t.id = ANY($1::uuid[]) AND t.status = 'in_progress'
+    WHERE t.id = ANY($1::uuid[]) AND t.lease_owner IS NOT NULL
     RETURNING t.*
 )
 SELECT 'cancelled' AS outcome, * FROM cancelled
@@ -274,12 +275,14 @@ WHERE id = ANY($1::uuid[])
 -- Retries the tasks $1 (reason $2) in one statement: `failed`/`cancelled` → `new`, with
 -- `attempts` kept (the next claim is attempt `attempts + 1`) and the outcome cleared. The
 -- others are returned `unchanged` (as in cancel_tasks, with this statement's snapshot).
+-- "Failed or cancelled" is written as "neither new, running nor completed" (`<> ALL`, which
+-- no index serves), so that the primary key is the only index to use.
 WITH retried AS (
     UPDATE tasks t
     SET status = 'new', result = NULL, error = NULL, finished_at = NULL,
         cancel_requested_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
         reason = $2, updated_at = clock_timestamp()
-    WHERE t.id = ANY($1::uuid[]) AND t.status IN ('failed', 'cancelled')
+    WHERE t.id = ANY($1::uuid[]) AND t.status NOT IN ('new', 'in_progress', 'completed')
     RETURNING t.*
 )
 SELECT 'retried' AS outcome, * FROM retried

@@ -85,6 +85,8 @@ BY_ID = {
     "claim_new_by_ids": "uuid[], text, float8",
     "renew_leases": "uuid[], text, float8",
     "release_leases": "uuid[], text",
+    "cancel_tasks": "uuid[], text",
+    "retry_tasks": "uuid[], text",
 }
 
 
@@ -153,6 +155,8 @@ async def test_statements_by_id_probe_the_primary_key_whatever_the_statistics_sa
             "claim_new_by_ids": await _plan(conn, "claim_new_by_ids", ids, "owner", 30.0),
             "renew_leases": await _plan(conn, "renew_leases", ids, "owner", 30.0),
             "release_leases": await _plan(conn, "release_leases", ids, "owner"),
+            "cancel_tasks": await _plan(conn, "cancel_tasks", ids, "why"),
+            "retry_tasks": await _plan(conn, "retry_tasks", ids, "why"),
         }
         generic = {name: await _generic_plan(conn, name) for name in BY_ID}
     finally:
@@ -161,5 +165,6 @@ async def test_statements_by_id_probe_the_primary_key_whatever_the_statistics_sa
         for kind, plan in (("planned for its arguments", custom[name]), ("generic", generic[name])):
             where = f"{name}, {kind}:\n{plan}"
             assert "tasks_status_newest_idx" not in plan, where
+            assert "tasks_prune_idx" not in plan, where
             assert "Seq Scan on tasks" not in plan, where
             assert "tasks_pkey" in plan, where
