@@ -113,9 +113,9 @@ class Database:
                 max_inactive_connection_lifetime=60,
                 # Plan every execution for its own arguments. asyncpg prepares each
                 # statement, and after five runs PostgreSQL may switch to a generic plan made
-                # for no particular batch: with statistics taken while no task was running,
-                # that plan made finish_tasks scan every running task per outcome (0.5-1.7 s
-                # a batch next to a million stored tasks, against 30 ms planned per batch).
+                # for no particular arguments: wrong for a list by a rare status or a title
+                # prefix. Caching the plans of the statements that find rows by primary key
+                # gained nothing measurable (README, "Plan caching").
                 server_settings={"plan_cache_mode": "force_custom_plan"},
             )
         except UNREACHABLE as exc:
