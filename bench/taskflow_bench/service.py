@@ -12,9 +12,12 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
+import taskflow
+import taskflow_bench
 from taskflow.errors import TaskflowError
 from taskflow_bench.harness.environment import free_port, service_environment
 from taskflow_bench.harness.service import Service, ServiceExited
@@ -23,7 +26,22 @@ log = structlog.get_logger(__name__)
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-_CLEAN = {"PATH": os.defpath}  # nothing of the bench's own environment reaches a child
+
+
+def _source_path() -> str:
+    """Where this bench imported `taskflow` and `taskflow_bench` from, as a PYTHONPATH.
+
+    A child runs exactly that code: a bench started with `PYTHONPATH=<tree>:<tree>/bench`
+    (to measure another checkout against this one) must measure <tree>'s service, not the
+    taskflow installed in the virtualenv, which a clean environment alone would import.
+    """
+    packages = (taskflow, taskflow_bench)
+    roots = (str(Path(package.__file__ or "").resolve().parent.parent) for package in packages)
+    return os.pathsep.join(dict.fromkeys(roots))
+
+
+# Nothing of the bench's own environment reaches a child, but the code it runs.
+_CLEAN = {"PATH": os.defpath, "PYTHONPATH": _source_path()}
 
 
 class BenchError(TaskflowError):
