@@ -81,7 +81,6 @@ async def test_the_claim_finds_the_oldest_new_tasks_through_an_index(db_url: str
 
 # The statements that find their rows by id, with the parameter types of a PREPARE.
 BY_ID = {
-    "finish_tasks": "uuid[], int[], text[], jsonb[], text[], text",
     "claim_new_by_ids": "uuid[], text, float8",
     "renew_leases": "uuid[], text, float8",
     "release_leases": "uuid[], text",
@@ -142,16 +141,6 @@ async def test_statements_by_id_probe_the_primary_key_whatever_the_statistics_sa
         )
         ids = [uuid.uuid4() for _ in range(100)]
         custom = {
-            "finish_tasks": await _plan(
-                conn,
-                "finish_tasks",
-                ids,
-                [1] * 100,
-                ["completed"] * 100,
-                [{}] * 100,
-                [None] * 100,
-                "owner",
-            ),
             "claim_new_by_ids": await _plan(conn, "claim_new_by_ids", ids, "owner", 30.0),
             "renew_leases": await _plan(conn, "renew_leases", ids, "owner", 30.0),
             "release_leases": await _plan(conn, "release_leases", ids, "owner"),
