@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from taskflow.config import LOG_LEVELS
+from taskflow.config import LOG_LEVELS, Settings
 
 DEFAULT_SCENARIOS = (
     "http",
@@ -60,7 +60,7 @@ class BenchOptions:
     large_seconds: float = 5.0
     retention_tasks: int = 1_000_000
     retention_drain_tasks: int = 100_000
-    processors: int = 100
+    processors: int = Settings().processors  # the product's default: measure what ships
     log_level: str = "warning"
     progress: bool = True
 
@@ -212,7 +212,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--processors",
         type=_positive_int,
         default=d.processors,
-        help="TASKFLOW_PROCESSORS of each instance for http, amqp and backlog",
+        help="TASKFLOW_PROCESSORS of each instance for http, amqp, amqp-e2e, backlog and "
+        "stream-latency (taskflow's default, %(default)s)",
     )
     parser.add_argument(
         "--log-level",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from taskflow.config import Settings
 from taskflow_bench import runner
 from taskflow_bench.cli import parser
 from taskflow_bench.options import DEFAULT_SCENARIOS, SCENARIOS, BenchOptions, from_args
@@ -20,6 +21,7 @@ def test_defaults_run_every_scenario_three_times() -> None:
     assert o.connections == 64
     assert o.capacity_processors == 2000
     assert o.drain_processors == 2000
+    assert o.processors == Settings().processors  # what the product ships with
     assert (o.backlog_small, o.backlog_large) == (1000, 100_000)
     assert o.amqp_url == "amqp://from-settings/"
     assert o.url is None
