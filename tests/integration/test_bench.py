@@ -174,6 +174,7 @@ async def test_scale_scenarios_run_at_toy_sizes() -> None:
         for key in ("drain", "creates", "get", "list_failed"):
             assert run[f"{phase}_{key}_per_s"] > 0
         assert run[f"{phase}_get_p99_ms"] > 0
+        assert run[f"{phase}_finish_batch_ms"] > 0  # the drain's outcomes, from /metrics
     for key in ("drain", "creates", "get", "list_failed"):
         assert run[f"{key}_ratio"] == pytest.approx(
             run[f"large_{key}_per_s"] / run[f"empty_{key}_per_s"]

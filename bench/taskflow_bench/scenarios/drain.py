@@ -13,7 +13,7 @@ from taskflow_bench.database import BenchDatabase
 from taskflow_bench.harness.metrics import scrape, value
 from taskflow_bench.report import MetricSpec, ScenarioResult, Target
 from taskflow_bench.scenarios.context import Context, mib
-from taskflow_bench.service import ServiceConfig
+from taskflow_bench.service import Deployment, ServiceConfig
 from taskflow_bench.stats import rate
 
 METRICS = (
@@ -76,19 +76,26 @@ async def process_all(
 
             await db.wait_terminal(tasks, timeout_for(tasks, config), show)
         peak = service.peak_rss_kib()
-        finish_s, finishes = 0.0, 0.0
-        for instance in service.instances:
-            async with instance.client() as http:
-                samples = await scrape(http)
-            finish_s += value(samples, f"{BATCH_SECONDS}_sum", operation="finish")
-            finishes += value(samples, f"{BATCH_SECONDS}_count", operation="finish")
+        finish_ms = await mean_finish_batch_ms(service)
     window = await db.processing_window()
     return {
         "tasks_per_s": rate(window.tasks, window.seconds),
         "bad_histories": float(await db.incomplete_histories()),
         "peak_rss_mib": mib(peak),
-        "finish_batch_ms": 1000 * finish_s / finishes if finishes else math.nan,
+        "finish_batch_ms": finish_ms,
     }
+
+
+async def mean_finish_batch_ms(service: Deployment) -> float:
+    """The mean time of the batches of outcomes (`finish_tasks`) the deployment's instances
+    wrote so far, from their `taskflow_db_batch_seconds`; NaN before the first."""
+    finish_s, finishes = 0.0, 0.0
+    for instance in service.instances:
+        async with instance.client() as http:
+            samples = await scrape(http)
+        finish_s += value(samples, f"{BATCH_SECONDS}_sum", operation="finish")
+        finishes += value(samples, f"{BATCH_SECONDS}_count", operation="finish")
+    return 1000 * finish_s / finishes if finishes else math.nan
 
 
 def timeout_for(tasks: int, config: ServiceConfig) -> float:

@@ -5,7 +5,9 @@ Each phase, on a fresh database (the near-empty one first, then the large one, w
 tasks are copied in before): `--large-drain-tasks` waiting tasks are copied in, the
 service starts with `--drain-processors` processors and 5 % of attempts failing (the same
 share as the stored tasks, so that `?status=failed` pages are full in both phases) and
-drains them; then, `--large-seconds` each with `--connections` clients: `POST /tasks`,
+drains them (its rate, and the mean time of its batches of outcomes, where a plan
+that flips with the table's size shows first); then, `--large-seconds` each with
+`--connections` clients: `POST /tasks`,
 `GET /tasks/{id}` of ids taken at random from the whole table, `GET
 /tasks?status=failed&limit=50`, and, when the service has them (its OpenAPI document
 says so), `GET /stats` and `GET /tasks?q=<prefix>`.
@@ -23,6 +25,7 @@ from taskflow_bench.database import BenchDatabase
 from taskflow_bench.load import LoadResult, run_get_load, run_load
 from taskflow_bench.report import MetricSpec, ScenarioResult, Target
 from taskflow_bench.scenarios.context import Context
+from taskflow_bench.scenarios.drain import mean_finish_batch_ms
 from taskflow_bench.scenarios.scale import Drain, store
 from taskflow_bench.service import BenchError
 from taskflow_bench.stats import rate, ratio
@@ -41,6 +44,8 @@ METRICS = (
     MetricSpec("empty_drain_per_s", "drain, near-empty", "1/s"),
     MetricSpec("large_drain_per_s", "drain, large", "1/s"),
     MetricSpec("drain_ratio", "drain, large / near-empty", "", 2),
+    MetricSpec("empty_finish_batch_ms", "drain's mean finish batch, near-empty", "ms", 1),
+    MetricSpec("large_finish_batch_ms", "drain's mean finish batch, large", "ms", 1),
     MetricSpec("empty_creates_per_s", "POST /tasks, near-empty", "1/s"),
     MetricSpec("large_creates_per_s", "POST /tasks, large", "1/s"),
     MetricSpec("creates_ratio", "POST /tasks, large / near-empty", "", 2),
@@ -118,6 +123,7 @@ async def _phase(ctx: Context, db: BenchDatabase, label: str) -> tuple[dict[str,
     async with ctx.service(config) as service:
         urls = service.urls
         out["drain_per_s"] = await drain.measure(config)
+        out["finish_batch_ms"] = await mean_finish_batch_ms(service)
 
         async with ctx.progress.timed(f"{label}: POST /tasks", o.large_seconds):
             creates = await run_load(
