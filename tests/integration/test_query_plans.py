@@ -7,6 +7,7 @@ into 800/s once a partial index over terminal tasks existed: these tests pin the
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 import asyncpg
 
@@ -21,6 +22,30 @@ async def _plan(conn: asyncpg.Connection, name: str, *args: object) -> str:
     return "\n".join(r[0] for r in rows)
 
 
+async def _store_finished(
+    conn: asyncpg.Connection, count: int, *, analyze_when: Literal["new", "finished"]
+) -> None:
+    """`count` tasks taken through `in_progress` to `completed`, with ANALYZE run while
+    they were all `new` (`analyze_when="new"`) or once they had all finished."""
+    await conn.execute(
+        "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'done', 'http'"
+        " FROM generate_series(1, $1)",
+        count,
+    )
+    if analyze_when == "new":
+        await conn.execute("ANALYZE tasks")
+    await conn.execute(
+        "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
+        " lease_owner = 'owner', lease_expires_at = now() + interval '1 minute'"
+    )
+    await conn.execute(
+        "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
+        " lease_owner = NULL, lease_expires_at = NULL"
+    )
+    if analyze_when == "finished":
+        await conn.execute("ANALYZE tasks")
+
+
 async def test_finish_looks_up_earlier_attempts_by_primary_key_not_by_scanning_finished_tasks(
     db_url: str,
 ) -> None:
@@ -29,20 +54,7 @@ async def test_finish_looks_up_earlier_attempts_by_primary_key_not_by_scanning_f
         await init_connection(conn)
         # As in a drain: statistics gathered while every task was new (the partial index
         # over finished tasks looks empty), then thousands finish before the next ANALYZE.
-        await conn.execute(
-            "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'done', 'http'"
-            " FROM generate_series(1, $1)",
-            FINISHED,
-        )
-        await conn.execute("ANALYZE tasks")
-        await conn.execute(
-            "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
-            " lease_owner = 'owner', lease_expires_at = now() + interval '1 minute'"
-        )
-        await conn.execute(
-            "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
-            " lease_owner = NULL, lease_expires_at = NULL"
-        )
+        await _store_finished(conn, FINISHED, analyze_when="new")
         ids = [uuid.uuid4() for _ in range(100)]
         plan = await _plan(
             conn,
@@ -111,20 +123,7 @@ async def test_statements_by_id_probe_the_primary_key_whatever_the_statistics_sa
     try:
         await init_connection(conn)
         # A deployment analyzed while quiet: every task finished, none new nor running.
-        await conn.execute(
-            "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'done', 'http'"
-            " FROM generate_series(1, $1)",
-            FINISHED,
-        )
-        await conn.execute(
-            "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
-            " lease_owner = 'owner', lease_expires_at = now() + interval '1 minute'"
-        )
-        await conn.execute(
-            "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
-            " lease_owner = NULL, lease_expires_at = NULL"
-        )
-        await conn.execute("ANALYZE tasks")
+        await _store_finished(conn, FINISHED, analyze_when="finished")
         # Then a burst, before the next ANALYZE: thousands running and thousands waiting.
         # The statistics say neither status exists, so an index on the status looks like
         # the cheapest way to any of them, and scanning it reads every one of them.
