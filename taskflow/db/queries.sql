@@ -88,9 +88,16 @@ SELECT seq, status, attempt, at, reason FROM task_events WHERE task_id = $1 ORDE
 -- (`lapsed`), and is returned with `cancelled` true instead of as a claim.
 -- The UPDATE finds the picked rows by primary key (`= ANY(ARRAY(...))`): joined to the
 -- CTE instead, the planner read the whole table into a hash (O(table) per claim).
+-- The oldest new tasks come from tasks_status_newest_idx, scanned backward within 'new'.
+-- Written `status = 'new' ORDER BY created_at`, the planner may take tasks_newest_idx
+-- instead (the same order, when its statistics say every task is new, as they do at the
+-- start of a drain) and then reads, and filters out, every task claimed since: 150,000
+-- rows (100 ms) per claim two thirds into a drain of 200,000. The status as a range and
+-- the order led by it are the same rows in the same order, and only the status index
+-- provides that order.
 WITH fresh AS (
-    SELECT id FROM tasks WHERE status = 'new'
-    ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
+    SELECT id FROM tasks WHERE status >= 'new' AND status <= 'new'
+    ORDER BY status DESC, created_at LIMIT $3 FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT id, cancel_requested_at IS NOT NULL AS cancel FROM tasks
     WHERE status = 'in_progress' AND lease_expires_at < now() AND id <> ALL($4::uuid[])

@@ -91,6 +91,37 @@ async def test_the_claim_finds_the_oldest_new_tasks_through_an_index(db_url: str
     assert "tasks_status_newest_idx" in plan, plan
 
 
+async def test_the_claim_does_not_walk_past_the_tasks_it_claimed_before(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url, timeout=10)
+    try:
+        await init_connection(conn)
+        # Two thirds into a drain: statistics taken while every task was new, then the
+        # oldest ones claimed and finished. Walking tasks_newest_idx from the oldest end
+        # would read (and filter out) every one of those per claim.
+        await conn.execute(
+            "INSERT INTO tasks (id, title, source, created_at) SELECT gen_random_uuid(),"
+            " 'waiting', 'http', now() - make_interval(secs => $1 - g)"
+            " FROM generate_series(1, $1) AS g",
+            3 * FINISHED,
+        )
+        await conn.execute("ANALYZE tasks")
+        await conn.execute(
+            "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
+            " lease_owner = 'owner', lease_expires_at = now() + interval '1 minute'"
+            " WHERE id IN (SELECT id FROM tasks ORDER BY created_at LIMIT $1)",
+            2 * FINISHED,
+        )
+        await conn.execute(
+            "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
+            " lease_owner = NULL, lease_expires_at = NULL WHERE status = 'in_progress'"
+        )
+        plan = await _plan(conn, "claim_tasks", "owner", 30.0, 1000, [])
+    finally:
+        await conn.close()
+    assert "tasks_newest_idx" not in plan, plan
+    assert "Index Scan Backward using tasks_status_newest_idx" in plan, plan
+
+
 # The statements that find their rows by id, with the parameter types of a PREPARE.
 BY_ID = {
     "claim_new_by_ids": "uuid[], text, float8",
