@@ -47,77 +47,67 @@ async def _store_finished(
 
 
 async def test_finish_looks_up_earlier_attempts_by_primary_key_not_by_scanning_finished_tasks(
-    db_url: str,
+    db: asyncpg.Connection,
 ) -> None:
-    conn = await asyncpg.connect(db_url, timeout=10)
-    try:
-        await init_connection(conn)
-        # As in a drain: statistics gathered while every task was new (the partial index
-        # over finished tasks looks empty), then thousands finish before the next ANALYZE.
-        await _store_finished(conn, FINISHED, analyze_when="new")
-        ids = [uuid.uuid4() for _ in range(100)]
-        plan = await _plan(
-            conn,
-            "finish_tasks",
-            ids,
-            [1] * 100,
-            ["completed"] * 100,
-            [{}] * 100,
-            [None] * 100,
-            "owner",
-        )
-    finally:
-        await conn.close()
+    await init_connection(db)  # jsonb arguments, encoded as the service does
+    # As in a drain: statistics gathered while every task was new (the partial index
+    # over finished tasks looks empty), then thousands finish before the next ANALYZE.
+    await _store_finished(db, FINISHED, analyze_when="new")
+    ids = [uuid.uuid4() for _ in range(100)]
+    plan = await _plan(
+        db,
+        "finish_tasks",
+        ids,
+        [1] * 100,
+        ["completed"] * 100,
+        [{}] * 100,
+        [None] * 100,
+        "owner",
+    )
     assert "tasks_prune_idx" not in plan, plan
     assert "Seq Scan on tasks" not in plan, plan
     assert "tasks_pkey" in plan, plan
 
 
-async def test_the_claim_finds_the_oldest_new_tasks_through_an_index(db_url: str) -> None:
-    conn = await asyncpg.connect(db_url, timeout=10)
-    try:
-        await init_connection(conn)
-        # As before a drain: every task new, statistics fresh.
-        await conn.execute(
-            "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'waiting', 'http'"
-            " FROM generate_series(1, $1)",
-            FINISHED,
-        )
-        await conn.execute("ANALYZE tasks")
-        plan = await _plan(conn, "claim_tasks", "owner", 30.0, 100, [])
-    finally:
-        await conn.close()
+async def test_the_claim_finds_the_oldest_new_tasks_through_an_index(
+    db: asyncpg.Connection,
+) -> None:
+    # As before a drain: every task new, statistics fresh.
+    await db.execute(
+        "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'waiting', 'http'"
+        " FROM generate_series(1, $1)",
+        FINISHED,
+    )
+    await db.execute("ANALYZE tasks")
+    plan = await _plan(db, "claim_tasks", "owner", 30.0, 100, [])
     assert "Seq Scan on tasks" not in plan, plan
     assert "tasks_status_newest_idx" in plan, plan
 
 
-async def test_the_claim_does_not_walk_past_the_tasks_it_claimed_before(db_url: str) -> None:
-    conn = await asyncpg.connect(db_url, timeout=10)
-    try:
-        await init_connection(conn)
-        # Two thirds into a drain: statistics taken while every task was new, then the
-        # oldest ones claimed and finished. Walking tasks_newest_idx from the oldest end
-        # would read (and filter out) every one of those per claim.
-        await conn.execute(
-            "INSERT INTO tasks (id, title, source, created_at) SELECT gen_random_uuid(),"
-            " 'waiting', 'http', now() - make_interval(secs => $1 - g)"
-            " FROM generate_series(1, $1) AS g",
-            3 * FINISHED,
-        )
-        await conn.execute("ANALYZE tasks")
-        await conn.execute(
-            "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
-            " lease_owner = 'owner', lease_expires_at = now() + interval '1 minute'"
-            " WHERE id IN (SELECT id FROM tasks ORDER BY created_at LIMIT $1)",
-            2 * FINISHED,
-        )
-        await conn.execute(
-            "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
-            " lease_owner = NULL, lease_expires_at = NULL WHERE status = 'in_progress'"
-        )
-        plan = await _plan(conn, "claim_tasks", "owner", 30.0, 1000, [])
-    finally:
-        await conn.close()
+async def test_the_claim_does_not_walk_past_the_tasks_it_claimed_before(
+    db: asyncpg.Connection,
+) -> None:
+    # Two thirds into a drain: statistics taken while every task was new, then the
+    # oldest ones claimed and finished. Walking tasks_newest_idx from the oldest end
+    # would read (and filter out) every one of those per claim.
+    await db.execute(
+        "INSERT INTO tasks (id, title, source, created_at) SELECT gen_random_uuid(),"
+        " 'waiting', 'http', now() - make_interval(secs => $1 - g)"
+        " FROM generate_series(1, $1) AS g",
+        3 * FINISHED,
+    )
+    await db.execute("ANALYZE tasks")
+    await db.execute(
+        "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
+        " lease_owner = 'owner', lease_expires_at = now() + interval '1 minute'"
+        " WHERE id IN (SELECT id FROM tasks ORDER BY created_at LIMIT $1)",
+        2 * FINISHED,
+    )
+    await db.execute(
+        "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
+        " lease_owner = NULL, lease_expires_at = NULL WHERE status = 'in_progress'"
+    )
+    plan = await _plan(db, "claim_tasks", "owner", 30.0, 1000, [])
     assert "tasks_newest_idx" not in plan, plan
     assert "Index Scan Backward using tasks_status_newest_idx" in plan, plan
 
@@ -148,38 +138,33 @@ async def _generic_plan(conn: asyncpg.Connection, name: str) -> str:
 
 
 async def test_statements_by_id_probe_the_primary_key_whatever_the_statistics_say(
-    db_url: str,
+    db: asyncpg.Connection,
 ) -> None:
-    conn = await asyncpg.connect(db_url, timeout=10)
-    try:
-        await init_connection(conn)
-        # A deployment analyzed while quiet: every task finished, none new nor running.
-        await _store_finished(conn, FINISHED, analyze_when="finished")
-        # Then a burst, before the next ANALYZE: thousands running and thousands waiting.
-        # The statistics say neither status exists, so an index on the status looks like
-        # the cheapest way to any of them, and scanning it reads every one of them.
-        await conn.execute(
-            "INSERT INTO tasks (id, title, source, status, attempts, lease_owner,"
-            " lease_expires_at) SELECT gen_random_uuid(), 'running', 'http', 'in_progress', 1,"
-            " 'owner', now() + interval '1 minute' FROM generate_series(1, $1)",
-            FINISHED // 2,
-        )
-        await conn.execute(
-            "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'waiting', 'http'"
-            " FROM generate_series(1, $1)",
-            FINISHED // 2,
-        )
-        ids = [uuid.uuid4() for _ in range(100)]
-        custom = {
-            "claim_new_by_ids": await _plan(conn, "claim_new_by_ids", ids, "owner", 30.0),
-            "renew_leases": await _plan(conn, "renew_leases", ids, "owner", 30.0),
-            "release_leases": await _plan(conn, "release_leases", ids, "owner"),
-            "cancel_tasks": await _plan(conn, "cancel_tasks", ids, "why"),
-            "retry_tasks": await _plan(conn, "retry_tasks", ids, "why"),
-        }
-        generic = {name: await _generic_plan(conn, name) for name in BY_ID}
-    finally:
-        await conn.close()
+    # A deployment analyzed while quiet: every task finished, none new nor running.
+    await _store_finished(db, FINISHED, analyze_when="finished")
+    # Then a burst, before the next ANALYZE: thousands running and thousands waiting.
+    # The statistics say neither status exists, so an index on the status looks like
+    # the cheapest way to any of them, and scanning it reads every one of them.
+    await db.execute(
+        "INSERT INTO tasks (id, title, source, status, attempts, lease_owner,"
+        " lease_expires_at) SELECT gen_random_uuid(), 'running', 'http', 'in_progress', 1,"
+        " 'owner', now() + interval '1 minute' FROM generate_series(1, $1)",
+        FINISHED // 2,
+    )
+    await db.execute(
+        "INSERT INTO tasks (id, title, source) SELECT gen_random_uuid(), 'waiting', 'http'"
+        " FROM generate_series(1, $1)",
+        FINISHED // 2,
+    )
+    ids = [uuid.uuid4() for _ in range(100)]
+    custom = {
+        "claim_new_by_ids": await _plan(db, "claim_new_by_ids", ids, "owner", 30.0),
+        "renew_leases": await _plan(db, "renew_leases", ids, "owner", 30.0),
+        "release_leases": await _plan(db, "release_leases", ids, "owner"),
+        "cancel_tasks": await _plan(db, "cancel_tasks", ids, "why"),
+        "retry_tasks": await _plan(db, "retry_tasks", ids, "why"),
+    }
+    generic = {name: await _generic_plan(db, name) for name in BY_ID}
     for name in BY_ID:
         for kind, plan in (("planned for its arguments", custom[name]), ("generic", generic[name])):
             where = f"{name}, {kind}:\n{plan}"
