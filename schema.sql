@@ -89,9 +89,10 @@ CREATE INDEX tasks_prune_idx ON tasks (finished_at)
 CREATE INDEX tasks_title_prefix_idx ON tasks (lower(title) text_pattern_ops);
 
 -- The status history: one row per change, numbered per task (`seq`, gap-free, in commit
--- order), written only by the lifecycle triggers below.
+-- order), written only by the lifecycle triggers below. An event is (task_id, seq); `id`
+-- only orders the events of one transaction in the global stream.
 CREATE TABLE task_events (
-    id       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id       bigint      GENERATED ALWAYS AS IDENTITY,
     -- No foreign key: only the triggers below write here, from rows they hold, and the
     -- delete trigger removes a task's history with it (a key cost a lookup per event).
     task_id  uuid        NOT NULL,
@@ -105,10 +106,10 @@ CREATE TABLE task_events (
     -- horizon until it ends, so a reader never passes it by.
     xid      xid8        NOT NULL,
 
+    CONSTRAINT task_events_pkey PRIMARY KEY (task_id, seq),
     CONSTRAINT task_events_status_check CHECK (status = ANY (taskflow_statuses()))
 );
 
-CREATE UNIQUE INDEX task_events_task_seq_idx ON task_events (task_id, seq);
 CREATE INDEX task_events_stream_idx ON task_events (xid, id);
 
 -- Counts per status that cost the same with ten tasks as with ten million: a row per status,

@@ -116,6 +116,13 @@ async def test_a_database_of_the_version_before_migrations_upgrades_with_nothing
         versions = await conn.fetch("SELECT version FROM taskflow_migrations ORDER BY version")
         assert [v["version"] for v in versions] == list(range(1, latest_version() + 1))
 
+        # An event is its task and seq (migration 8 made that the key).
+        with pytest.raises(asyncpg.UniqueViolationError, match="task_events_pkey"):
+            await conn.execute(
+                "INSERT INTO task_events (task_id, seq, status, attempt, xid)"
+                " SELECT task_id, seq, status, attempt, xid FROM task_events LIMIT 1"
+            )
+
         # The upgraded database goes on: the running task finishes with the next seq.
         await conn.execute(
             "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
