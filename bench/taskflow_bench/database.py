@@ -18,6 +18,7 @@ import asyncpg
 
 from taskflow.db.migrate import apply_pending
 from taskflow.db.queries import parse_queries
+from taskflow_bench.server_cpu import ServerCpu
 
 _NAME = re.compile(r"^taskflow_bench_[0-9a-f]{12}$")
 COPY_CHUNK = 10_000
@@ -136,6 +137,10 @@ class BenchDatabase:
         finally:
             await self._conn.execute(self._q["forbid_finished_inserts"])
         await self._conn.execute(self._q["vacuum_analyze"])
+
+    async def server_cpu(self) -> ServerCpu | None:
+        """A meter of the server's CPU time; None when the server is on another machine."""
+        return ServerCpu.of_backend(int(await self._conn.fetchval(self._q["backend_pid"])))
 
     async def clock(self) -> datetime:
         """PostgreSQL's `now()`."""

@@ -65,6 +65,9 @@ VACUUM (ANALYZE) tasks, task_events;
 -- name: clock
 SELECT now();
 
+-- name: backend_pid
+SELECT pg_backend_pid();
+
 -- name: unfinished
 -- Tasks not yet terminal, through the status index: cheap whatever the number of stored
 -- terminal tasks (unlike `progress`, a scan of the whole table).

@@ -71,12 +71,14 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     assert e2e["tasks_per_s"] > 0
     assert e2e["celery_per_s"] > 0
     assert e2e["cpu_us_per_task"] >= 0  # 20 messages may take less than a clock tick
+    assert e2e["pg_cpu_us_per_task"] >= 0  # the server is local here: a number, not NaN
     assert e2e["bad_histories"] == 0
 
     drain = results["drain"].runs[0]
     assert drain["tasks_per_s"] > 0
     assert drain["bad_histories"] == 0
     assert drain["peak_rss_mib"] > 0
+    assert drain["pg_cpu_us_per_task"] >= 0
 
     for name in ("capacity", "capacity-amqp"):
         capacity = results[name].runs[0]

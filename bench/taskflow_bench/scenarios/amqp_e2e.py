@@ -42,6 +42,7 @@ METRICS = (
     MetricSpec("celery_per_s", "Celery messages → finished tasks/s", "1/s"),
     MetricSpec("ratio", "taskflow / Celery", "", 2),
     MetricSpec("cpu_us_per_task", "taskflow service CPU per task", "µs", 0),
+    MetricSpec("pg_cpu_us_per_task", "PostgreSQL CPU per task", "µs", 0),
     MetricSpec("bad_histories", "tasks without their 3 status changes", ""),
 )
 TARGETS = (Target("ratio", ">=", 3.0), Target("bad_histories", "<=", 0))
@@ -64,38 +65,41 @@ async def run(ctx: Context) -> ScenarioResult:
         for rep in range(1, o.repetitions + 1):
             label = f"amqp-e2e {rep}/{o.repetitions}"
             peer = await celery_rate(ctx, connection, o.messages, label)
-            tasks, cpu, bad = await taskflow_rate(ctx, connection, o.messages, label)
-            result.runs.append(
-                {
-                    "tasks_per_s": tasks,
-                    "celery_per_s": peer,
-                    "ratio": ratio(tasks, peer),
-                    "cpu_us_per_task": cpu,
-                    "bad_histories": bad,
-                }
-            )
+            run = await taskflow_rate(ctx, connection, o.messages, label)
+            run |= {"celery_per_s": peer, "ratio": ratio(run["tasks_per_s"], peer)}
+            result.runs.append(run)
     return result
 
 
 async def taskflow_rate(
     ctx: Context, connection: AbstractRobustConnection, count: int, label: str
-) -> tuple[float, float, float]:
-    """Tasks/s from the first message's commit to the last finish, the service's CPU time
-    per task (µs, from its readiness to the last finish: steadier than the rate on a busy
-    machine), and the tasks without their three status changes."""
+) -> dict[str, float]:
+    """Tasks/s from the first message's commit to the last finish; the CPU time per task
+    (µs, from the service's readiness to the last finish: steadier than the rate on a busy
+    machine) of the service and of PostgreSQL (NaN when the server is remote); the tasks
+    without their three status changes."""
     async with ctx.database() as db:
         config = ctx.service_config(db.url, failure_rate=FAILURE_RATE)
+        meter = await db.server_cpu()
         async with (
             messages_waiting(ctx, connection, config, count, label),
             ctx.service(config) as service,
         ):
             ready_cpu_s = service.cpu_seconds()  # start-up (imports, migrations) left out
+            ready_pg_s = meter.seconds() if meter else math.nan
             with ctx.progress.bar(f"{label} taskflow", count) as bar:
                 await db.wait_terminal(count, 60 + count / 200, bar.set)
             cpu_s = service.cpu_seconds() - ready_cpu_s
+            pg_s = (meter.seconds() if meter else math.nan) - ready_pg_s
         window = await db.end_to_end_window("amqp")
         bad = float(await db.incomplete_histories())
-    return rate(window.tasks, window.seconds), cpu_s * 1e6 / max(1, window.tasks), bad
+    tasks = max(1, window.tasks)
+    return {
+        "tasks_per_s": rate(window.tasks, window.seconds),
+        "cpu_us_per_task": cpu_s * 1e6 / tasks,
+        "pg_cpu_us_per_task": pg_s * 1e6 / tasks,
+        "bad_histories": bad,
+    }
 
 
 async def celery_rate(

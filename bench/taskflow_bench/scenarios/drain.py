@@ -21,6 +21,7 @@ METRICS = (
     MetricSpec("bad_histories", "tasks without their 3 status changes", ""),
     MetricSpec("peak_rss_mib", "peak RSS per instance", "MiB"),
     MetricSpec("finish_batch_ms", "mean finish batch (outcomes written)", "ms", 1),
+    MetricSpec("pg_cpu_us_per_task", "PostgreSQL CPU per task", "µs", 0),
 )
 TARGETS = (Target("tasks_per_s", ">=", 10_000), Target("bad_histories", "<=", 0))
 PGQUEUER_BEST = 6_800
@@ -66,15 +67,19 @@ async def process_all(
 ) -> dict[str, float]:
     """Start the service, wait until `tasks` tasks are terminal, stop it: tasks/s from the
     first start to the last finish, tasks without their three status changes, peak RSS,
-    and the mean time of a batch of outcomes (`finish_tasks`, from the service's
-    `taskflow_db_batch_seconds`: where a poor plan shows first)."""
+    the mean time of a batch of outcomes (`finish_tasks`, from the service's
+    `taskflow_db_batch_seconds`: where a poor plan shows first), and PostgreSQL's CPU time per
+    task from the service's readiness to the last finish (NaN when the server is remote)."""
+    meter = await db.server_cpu()
     async with ctx.service(config) as service:
+        server_cpu_s = meter.seconds() if meter else math.nan
         with ctx.progress.bar(f"{label} processing", tasks) as bar:
 
             def show(done: int) -> None:
                 bar.set(done)
 
             await db.wait_terminal(tasks, timeout_for(tasks, config), show)
+        server_cpu_s = (meter.seconds() if meter else math.nan) - server_cpu_s
         peak = service.peak_rss_kib()
         finish_ms = await mean_finish_batch_ms(service)
     window = await db.processing_window()
@@ -83,6 +88,7 @@ async def process_all(
         "bad_histories": float(await db.incomplete_histories()),
         "peak_rss_mib": mib(peak),
         "finish_batch_ms": finish_ms,
+        "pg_cpu_us_per_task": server_cpu_s * 1e6 / max(1, window.tasks),
     }
 
 
