@@ -18,6 +18,7 @@ import structlog
 
 import taskflow
 import taskflow_bench
+from taskflow.config import Settings
 from taskflow.errors import TaskflowError
 from taskflow_bench.harness.environment import free_port, service_environment
 from taskflow_bench.harness.service import Service, ServiceExited
@@ -55,7 +56,7 @@ class ServiceConfig:
     database_url: str
     amqp_url: str
     amqp_queue: str
-    processors: int = 100
+    processors: int = Settings().processors  # the product's default, as the options'
     work_s: float = 0.0
     failure_rate: float = 0.0
     queue_size: int = 10_000

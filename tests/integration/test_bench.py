@@ -87,6 +87,7 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
         assert capacity["bad_histories"] == 0
         assert 0 < capacity["efficiency"] <= 1.5
         assert capacity["peak_rss_mib"] > 0
+        assert capacity["pg_cpu_us_per_task"] >= 0
 
     backlog = results["backlog"].runs[0]
     assert backlog["small_rss_mib"] > 0

@@ -28,6 +28,7 @@ METRICS = (
     MetricSpec("bad_histories", "tasks without their 3 status changes", ""),
     MetricSpec("peak_rss_mib", "peak RSS per instance", "MiB"),
     MetricSpec("finish_batch_ms", "mean finish batch (outcomes written)", "ms", 1),
+    MetricSpec("pg_cpu_us_per_task", "PostgreSQL CPU per task", "µs", 0),
 )
 TARGETS = (
     Target("efficiency", ">=", 0.9),
