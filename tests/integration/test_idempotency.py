@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 from aiohttp import ClientResponse
 
+from taskflow.db.store import TaskStore
+from taskflow.models import NewTask, Source
 from taskflow_bench.harness.tasks import wait_terminal
 from tests.integration.support import Client, assert_error
 
@@ -125,3 +128,29 @@ async def test_without_a_key_every_request_is_a_new_task(client: Client) -> None
     )
     assert [r.status for r in responses] == [201] * 5
     assert len({(await r.json())["id"] for r in responses}) == 5
+
+
+async def test_the_create_works_with_a_key_index_of_only_the_keyed_tasks(
+    db: asyncpg.Connection, db_url: str
+) -> None:
+    # A later migration may index only the tasks that have a key (README, "PostgreSQL's
+    # cost per task"); the create of this version must work on such a database.
+    await db.execute(
+        "ALTER TABLE tasks DROP CONSTRAINT tasks_idempotency_key_key;"
+        " CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL"
+    )
+
+    def batch() -> list[NewTask]:
+        return [
+            NewTask("keyed", None, {}, Source.HTTP, "k-1"),
+            NewTask("free", None, {}, Source.HTTP),
+        ]
+
+    async with TaskStore.connect(db_url) as store:
+        first = await store.insert_tasks(batch())
+        again = await store.insert_tasks(batch())
+    assert [t.title for t in first.created] == ["keyed", "free"]
+    assert [t.title for t in again.created] == ["free"]
+    assert again.existing["k-1"][0].id == first.created[0].id
+    assert await db.fetchval("SELECT count(*) FROM tasks") == 3
