@@ -138,6 +138,10 @@ class BenchDatabase:
             await self._conn.execute(self._q["forbid_finished_inserts"])
         await self._conn.execute(self._q["vacuum_analyze"])
 
+    async def analyze(self) -> None:
+        """ANALYZE the task tables, as taskflow's analyzer does after a burst."""
+        await self._conn.execute(self._q["analyze"])
+
     async def server_cpu(self) -> ServerCpu | None:
         """A meter of the server's CPU time; None when the server is on another machine."""
         return ServerCpu.of_backend(int(await self._conn.fetchval(self._q["backend_pid"])))

@@ -18,6 +18,7 @@ DEFAULT_SCENARIOS = (
     "cancel",
     "stream-latency",
     "stream-fanout",
+    "store",
 )
 # Each stores a million tasks first (a minute or more): run only when named.
 SCALE_SCENARIOS = ("large-table", "retention")
@@ -55,6 +56,7 @@ class BenchOptions:
     stream_seconds: float = 10.0
     stream_clients: int = 200
     stream_tasks: int = 20_000
+    store_tasks: int = 20_000
     large_tasks: int = 1_000_000
     large_drain_tasks: int = 20_000
     large_seconds: float = 5.0
@@ -179,6 +181,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stream-tasks", type=_positive_int, default=d.stream_tasks)
     parser.add_argument(
+        "--store-tasks",
+        type=_positive_int,
+        default=d.store_tasks,
+        help="tasks created claimed and finished by store, per batch size (%(default)s)",
+    )
+    parser.add_argument(
         "--large-tasks",
         type=_positive_int,
         default=d.large_tasks,
@@ -251,6 +259,7 @@ def from_args(args: argparse.Namespace, default_amqp_url: str) -> BenchOptions:
         stream_seconds=args.stream_seconds,
         stream_clients=args.stream_clients,
         stream_tasks=args.stream_tasks,
+        store_tasks=args.store_tasks,
         large_tasks=args.large_tasks,
         large_drain_tasks=args.large_drain_tasks,
         large_seconds=args.large_seconds,

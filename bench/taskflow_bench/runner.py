@@ -30,6 +30,7 @@ from taskflow_bench.scenarios import (
     http,
     large_table,
     retention,
+    store,
     streams,
 )
 from taskflow_bench.scenarios.context import Context
@@ -48,6 +49,7 @@ SCENARIOS: dict[str, Scenario] = {
     "cancel": cancel.run,
     "stream-latency": streams.run_latency,
     "stream-fanout": streams.run_fanout,
+    "store": store.run,
     "large-table": large_table.run,
     "retention": retention.run,
 }
