@@ -45,8 +45,8 @@ SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NU
 -- `in_progress` events): the creating instance has an idle processor for each.
 -- The conflict target names the keys that exist: the unique key on `idempotency_key` serves
 -- it as it is, and so would a unique index of only the tasks that have a key (two index
--- entries fewer per key-less task: 5 to 10 % less of PostgreSQL's CPU per task in
--- `taskflow-bench store` batches of 100 and 1,000, medians of 10, near the noise). That
+-- entries fewer per key-less task, and 2 to 3 % less of PostgreSQL's CPU per task in
+-- `taskflow-bench store`, within the noise). That
 -- index can come in a later migration, once no instance still runs the conflict target
 -- without the WHERE, which cannot use it (README, "PostgreSQL's cost per task").
 INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint,
