@@ -219,7 +219,13 @@ WITH locked AS (
 UPDATE task_counts c SET n = c.n + summed.delta FROM summed WHERE c.status = summed.status;
 
 -- name: oldest_new
-SELECT min(created_at) FROM tasks WHERE status = 'new';
+-- When the oldest waiting task was created (the backlog-age gauge, every few seconds), from
+-- tasks_status_newest_idx scanned backward within 'new', as claim_tasks does and for the
+-- same reason: written `min(created_at) WHERE status = 'new'`, with statistics taken while
+-- every task was new the planner walked tasks_newest_idx from the oldest end and filtered
+-- out every task finished since (40,000 rows, 58 ms, two thirds into a drain of 60,000).
+SELECT created_at FROM tasks WHERE status >= 'new' AND status <= 'new'
+ORDER BY status DESC, created_at LIMIT 1;
 
 -- name: stale_statistics
 -- The lifecycle tables whose planner statistics lag their content: changed (rows inserted,

@@ -84,12 +84,10 @@ async def test_the_claim_finds_the_oldest_new_tasks_through_an_index(
     assert "tasks_status_newest_idx" in plan, plan
 
 
-async def test_the_claim_does_not_walk_past_the_tasks_it_claimed_before(
-    db: asyncpg.Connection,
-) -> None:
-    # Two thirds into a drain: statistics taken while every task was new, then the
-    # oldest ones claimed and finished. Walking tasks_newest_idx from the oldest end
-    # would read (and filter out) every one of those per claim.
+async def _two_thirds_into_a_drain(db: asyncpg.Connection) -> None:
+    """Statistics taken while every task was new, then the oldest two thirds claimed and
+    finished: walking tasks_newest_idx from the oldest end would read (and filter out)
+    every one of those to find the oldest new task."""
     await db.execute(
         "INSERT INTO tasks (id, title, source, created_at) SELECT gen_random_uuid(),"
         " 'waiting', 'http', now() - make_interval(secs => $1 - g)"
@@ -107,9 +105,26 @@ async def test_the_claim_does_not_walk_past_the_tasks_it_claimed_before(
         "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
         " lease_owner = NULL, lease_expires_at = NULL WHERE status = 'in_progress'"
     )
+
+
+async def test_the_claim_does_not_walk_past_the_tasks_it_claimed_before(
+    db: asyncpg.Connection,
+) -> None:
+    await _two_thirds_into_a_drain(db)
     plan = await _plan(db, "claim_tasks", "owner", 30.0, 1000, [])
     assert "tasks_newest_idx" not in plan, plan
     assert "Index Scan Backward using tasks_status_newest_idx" in plan, plan
+
+
+async def test_the_backlog_age_does_not_walk_past_the_tasks_finished_before(
+    db: asyncpg.Connection,
+) -> None:
+    await _two_thirds_into_a_drain(db)
+    plan = await _plan(db, "oldest_new")
+    assert "tasks_newest_idx" not in plan, plan
+    assert "Scan Backward using tasks_status_newest_idx" in plan, plan  # index only, even
+    oldest = await db.fetchval(queries()["oldest_new"])
+    assert oldest == await db.fetchval("SELECT min(created_at) FROM tasks WHERE status = 'new'")
 
 
 # The statements that find their rows by id, with the parameter types of a PREPARE.
