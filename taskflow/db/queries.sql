@@ -75,7 +75,21 @@ WHERE (created_at, id) < ($1::timestamptz, $2::uuid)
 ORDER BY created_at DESC, id DESC
 LIMIT $3;
 
+-- name: list_tasks_with_status
+-- The same page for one status, from tasks_status_newest_idx read in its order: exactly the
+-- page's rows whatever the statistics say. Written `status = $4`, the planner may take
+-- tasks_newest_idx and filter instead, which reads every newer task of another status
+-- (20,000 rows, 5 to 7 ms, for `completed` or `failed` with 20,000 tasks waiting), or, with
+-- statistics taken while the status was rare, every task of the status and sort them
+-- (38,000 rows, 46 ms). The status as a range and the order led by it make the status
+-- index the only one that gives the page in order, as in claim_tasks.
+SELECT * FROM tasks
+WHERE status >= $4 AND status <= $4 AND (created_at, id) < ($1::timestamptz, $2::uuid)
+ORDER BY status, created_at DESC, id DESC
+LIMIT $3;
+
 -- name: list_tasks_by_status
+-- A page of tasks in any of several statuses.
 SELECT * FROM tasks
 WHERE status = ANY($4::text[]) AND (created_at, id) < ($1::timestamptz, $2::uuid)
 ORDER BY created_at DESC, id DESC

@@ -13,6 +13,7 @@ import asyncpg
 
 from taskflow.db.connector import init_connection
 from taskflow.db.queries import queries
+from taskflow.db.store import FAR_FUTURE, MAX_UUID
 
 FINISHED = 20000
 
@@ -125,6 +126,26 @@ async def test_the_backlog_age_does_not_walk_past_the_tasks_finished_before(
     assert "Scan Backward using tasks_status_newest_idx" in plan, plan  # index only, even
     oldest = await db.fetchval(queries()["oldest_new"])
     assert oldest == await db.fetchval("SELECT min(created_at) FROM tasks WHERE status = 'new'")
+
+
+async def test_a_page_of_one_status_reads_the_status_index_in_order(
+    db: asyncpg.Connection,
+) -> None:
+    # Completed tasks are the oldest two thirds and the newest third waits: walking
+    # tasks_newest_idx reads every waiting task first; with statistics taken while every
+    # task was new, the planner took the status index but read them all and sorted.
+    await _two_thirds_into_a_drain(db)
+    page = (FAR_FUTURE, MAX_UUID, 50, "completed")
+    for statistics in ("taken while every task was new", "current"):
+        if statistics == "current":
+            await db.execute("ANALYZE tasks")
+        plan = await _plan(db, "list_tasks_with_status", *page)
+        assert "Index Scan using tasks_status_newest_idx" in plan, (statistics, plan)
+        assert "Sort" not in plan, (statistics, plan)
+    rows = await db.fetch(queries()["list_tasks_with_status"], *page)
+    same = await db.fetch(queries()["list_tasks_by_status"], *page[:3], [page[3]])
+    assert [r["id"] for r in rows] == [r["id"] for r in same]
+    assert len(rows) == 50
 
 
 # The statements that find their rows by id, with the parameter types of a PREPARE.
