@@ -75,24 +75,24 @@ WHERE (created_at, id) < ($1::timestamptz, $2::uuid)
 ORDER BY created_at DESC, id DESC
 LIMIT $3;
 
--- name: list_tasks_with_status
--- The same page for one status, from tasks_status_newest_idx read in its order: exactly the
--- page's rows whatever the statistics say. Written `status = $4`, the planner may take
--- tasks_newest_idx and filter instead, which reads every newer task of another status
--- (20,000 rows, 5 to 7 ms, for `completed` or `failed` with 20,000 tasks waiting), or, with
--- statistics taken while the status was rare, every task of the status and sort them
--- (38,000 rows, 46 ms). The status as a range and the order led by it make the status
--- index the only one that gives the page in order, as in claim_tasks.
-SELECT * FROM tasks
-WHERE status >= $4 AND status <= $4 AND (created_at, id) < ($1::timestamptz, $2::uuid)
-ORDER BY status, created_at DESC, id DESC
-LIMIT $3;
-
 -- name: list_tasks_by_status
--- A page of tasks in any of several statuses.
-SELECT * FROM tasks
-WHERE status = ANY($4::text[]) AND (created_at, id) < ($1::timestamptz, $2::uuid)
-ORDER BY created_at DESC, id DESC
+-- The same page for some statuses ($4, without repeats): for each status its newest rows
+-- after the cursor, from tasks_status_newest_idx read in its order, then the newest of
+-- those. At most a page per status is read, whatever the statistics say. Written
+-- `status = ANY($4)`, the planner could take tasks_newest_idx and filter, which reads every
+-- newer task of another status (20,000 rows, 5 to 7 ms a page, for `completed` or `failed`
+-- with 20,000 tasks waiting), or, with statistics taken while the status was rare, read all
+-- of the status's tasks and sort them (38,000 rows, 46 ms). The status as a range and the
+-- order led by it make the status index the only one that gives a status's rows in order,
+-- as in claim_tasks.
+SELECT t.* FROM unnest($4::text[]) AS s(status) CROSS JOIN LATERAL (
+    SELECT * FROM tasks
+    WHERE status >= s.status AND status <= s.status
+      AND (created_at, id) < ($1::timestamptz, $2::uuid)
+    ORDER BY status, created_at DESC, id DESC
+    LIMIT $3
+) AS t
+ORDER BY t.created_at DESC, t.id DESC
 LIMIT $3;
 
 -- name: task_events

@@ -171,14 +171,9 @@ class TaskStore:
     ) -> list[Task]:
         """A page of tasks, newest first, strictly older than the cursor `after`."""
         created_at, task_id = after or (FAR_FUTURE, MAX_UUID)
-        if len(statuses) == 1:
-            rows = await self._fetch(
-                "list_tasks_with_status", created_at, task_id, limit, statuses[0].value
-            )
-        elif statuses:
-            rows = await self._fetch(
-                "list_tasks_by_status", created_at, task_id, limit, [s.value for s in statuses]
-            )
+        if statuses:
+            wanted = sorted({s.value for s in statuses})
+            rows = await self._fetch("list_tasks_by_status", created_at, task_id, limit, wanted)
         else:
             rows = await self._fetch("list_tasks", created_at, task_id, limit)
         return [_task(r) for r in rows]

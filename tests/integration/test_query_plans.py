@@ -128,24 +128,42 @@ async def test_the_backlog_age_does_not_walk_past_the_tasks_finished_before(
     assert oldest == await db.fetchval("SELECT min(created_at) FROM tasks WHERE status = 'new'")
 
 
-async def test_a_page_of_one_status_reads_the_status_index_in_order(
+async def test_a_page_by_status_reads_a_page_of_each_status_at_most(
     db: asyncpg.Connection,
 ) -> None:
     # Completed tasks are the oldest two thirds and the newest third waits: walking
     # tasks_newest_idx reads every waiting task first; with statistics taken while every
     # task was new, the planner took the status index but read them all and sorted.
     await _two_thirds_into_a_drain(db)
-    page = (FAR_FUTURE, MAX_UUID, 50, "completed")
+    await db.execute(
+        "INSERT INTO tasks (id, title, source, created_at) SELECT gen_random_uuid(), 'old',"
+        " 'http', now() - interval '1 day' FROM generate_series(1, 100)"
+    )
+    for change in (
+        "status = 'in_progress', attempts = 1, started_at = now(), lease_owner = 'owner',"
+        " lease_expires_at = now() + interval '1 minute'",
+        "status = 'failed', error = 'x', finished_at = now(), lease_owner = NULL,"
+        " lease_expires_at = NULL",
+    ):
+        await db.execute(f"UPDATE tasks SET {change} WHERE title = 'old'")
     for statistics in ("taken while every task was new", "current"):
         if statistics == "current":
             await db.execute("ANALYZE tasks")
-        plan = await _plan(db, "list_tasks_with_status", *page)
-        assert "Index Scan using tasks_status_newest_idx" in plan, (statistics, plan)
-        assert "Sort" not in plan, (statistics, plan)
-    rows = await db.fetch(queries()["list_tasks_with_status"], *page)
-    same = await db.fetch(queries()["list_tasks_by_status"], *page[:3], [page[3]])
-    assert [r["id"] for r in rows] == [r["id"] for r in same]
-    assert len(rows) == 50
+        for statuses in (["completed"], ["completed", "failed"]):
+            page = (FAR_FUTURE, MAX_UUID, 50, statuses)
+            rows = await db.fetch(f"EXPLAIN (ANALYZE) {queries()['list_tasks_by_status']}", *page)
+            plan = "\n".join(r[0] for r in rows)
+            assert "tasks_newest_idx" not in plan, (statistics, plan)
+            scans = [line for line in plan.splitlines() if "Index Scan" in line]
+            assert all("tasks_status_newest_idx" in line for line in scans), (statistics, plan)
+            assert all(f"rows=50 loops={len(statuses)}" in line for line in scans), plan
+            listed = await db.fetch(queries()["list_tasks_by_status"], *page)
+            expected = await db.fetch(
+                "SELECT id FROM tasks WHERE status = ANY($1) ORDER BY created_at DESC, id DESC"
+                " LIMIT 50",
+                statuses,
+            )
+            assert [r["id"] for r in listed] == [r["id"] for r in expected]
 
 
 # The statements that find their rows by id, with the parameter types of a PREPARE.
