@@ -106,7 +106,7 @@ class BenchDatabase:
                         records=[(i, f"bench {start + n}", "http") for n, i in enumerate(ids)],
                         columns=["id", "title", "source"],
                     )
-        await self._conn.execute(self._q["analyze"])
+        await self.analyze()
 
     async def insert_finished(
         self, count: int, *, finished_ago: timedelta, span: timedelta, at_once: bool = True

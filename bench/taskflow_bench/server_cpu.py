@@ -11,15 +11,11 @@ spent it (other databases of the same server included: the bench runs alone).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int | str) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (state is [0], ppid [1])."""
-    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+from taskflow_bench.harness.service import CLOCK_TICKS, proc_stat
 
 
 class ServerCpu:
@@ -35,22 +31,27 @@ class ServerCpu:
         try:
             if Path(f"/proc/{backend_pid}/comm").read_text().strip() != "postgres":
                 return None
-            return cls(int(_stat(backend_pid)[1]))
+            return cls(int(proc_stat(backend_pid)[1]))
         except (OSError, ValueError, IndexError):
             return None
 
     def seconds(self) -> float:
         """CPU seconds (user + system) the server has used so far, exited backends included."""
-        fields = _stat(self.postmaster)
+        fields = proc_stat(self.postmaster)
         ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
         parent = str(self.postmaster)
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
             try:
-                child = _stat(entry.name)
+                child = proc_stat(entry.name)
             except OSError:  # exited since the listing: now in the postmaster's cutime
                 continue
             if child[1] == parent:
                 ticks += int(child[11]) + int(child[12])
-        return ticks / _TICKS
+        return ticks / CLOCK_TICKS
+
+
+def seconds_of(meter: ServerCpu | None) -> float:
+    """`meter.seconds()`, or NaN without a meter (a server on another machine)."""
+    return meter.seconds() if meter is not None else math.nan

@@ -46,9 +46,9 @@ SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NU
 -- The conflict target names the keys that exist: the unique key on `idempotency_key` serves
 -- it as it is, and so would a unique index of only the tasks that have a key (two index
 -- entries fewer per key-less task, and 2 to 3 % less of PostgreSQL's CPU per task in
--- `taskflow-bench store`, within the noise). That
--- index can come in a later migration, once no instance still runs the conflict target
--- without the WHERE, which cannot use it (README, "PostgreSQL's cost per task").
+-- `taskflow-bench store`, within the noise). That index can come in a later migration,
+-- once no instance still runs the conflict target without the WHERE, which cannot use it
+-- (README, "PostgreSQL's cost per task").
 INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint,
                    status, attempts, lease_owner, lease_expires_at)
 SELECT d.id, d.title, d.description, d.payload, d.source, d.idempotency_key, d.fingerprint,

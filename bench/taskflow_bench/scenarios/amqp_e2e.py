@@ -31,6 +31,7 @@ from taskflow_bench.harness.service import Service
 from taskflow_bench.report import MetricSpec, Outcome, ScenarioResult, Target
 from taskflow_bench.scenarios.amqp import PUBLISH_CHUNK, messages_waiting
 from taskflow_bench.scenarios.context import Context
+from taskflow_bench.server_cpu import seconds_of
 from taskflow_bench.service import BenchError
 from taskflow_bench.stats import rate, ratio
 
@@ -86,11 +87,11 @@ async def taskflow_rate(
             ctx.service(config) as service,
         ):
             ready_cpu_s = service.cpu_seconds()  # start-up (imports, migrations) left out
-            ready_pg_s = meter.seconds() if meter else math.nan
+            ready_pg_s = seconds_of(meter)
             with ctx.progress.bar(f"{label} taskflow", count) as bar:
                 await db.wait_terminal(count, 60 + count / 200, bar.set)
             cpu_s = service.cpu_seconds() - ready_cpu_s
-            pg_s = (meter.seconds() if meter else math.nan) - ready_pg_s
+            pg_s = seconds_of(meter) - ready_pg_s
         window = await db.end_to_end_window("amqp")
         bad = float(await db.incomplete_histories())
     tasks = max(1, window.tasks)

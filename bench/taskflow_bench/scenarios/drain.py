@@ -13,6 +13,7 @@ from taskflow_bench.database import BenchDatabase
 from taskflow_bench.harness.metrics import scrape, value
 from taskflow_bench.report import MetricSpec, ScenarioResult, Target
 from taskflow_bench.scenarios.context import Context, mib
+from taskflow_bench.server_cpu import seconds_of
 from taskflow_bench.service import Deployment, ServiceConfig
 from taskflow_bench.stats import rate
 
@@ -72,14 +73,14 @@ async def process_all(
     task from the service's readiness to the last finish (NaN when the server is remote)."""
     meter = await db.server_cpu()
     async with ctx.service(config) as service:
-        server_cpu_s = meter.seconds() if meter else math.nan
+        server_cpu_s = seconds_of(meter)
         with ctx.progress.bar(f"{label} processing", tasks) as bar:
 
             def show(done: int) -> None:
                 bar.set(done)
 
             await db.wait_terminal(tasks, timeout_for(tasks, config), show)
-        server_cpu_s = (meter.seconds() if meter else math.nan) - server_cpu_s
+        server_cpu_s = seconds_of(meter) - server_cpu_s
         peak = service.peak_rss_kib()
         finish_ms = await mean_finish_batch_ms(service)
     window = await db.processing_window()
