@@ -7,18 +7,23 @@ ever acking ahead of a commit). A message that can never become a task is copied
 (intake full, PostgreSQL down) goes back to the queue after a short pause. Prefetch is
 bounded, so a full pipeline stops the broker from sending more.
 
-The consumer connects in the background with `connect_robust`: the service serves HTTP
-while RabbitMQ is down, and aio-pika restores the connection, the queues and the
-consumer after an outage. `ConsumerState` and `taskflow_amqp_connected` say where it is.
+The consumer connects in the background with aio-pika's robust connection: the service
+serves HTTP while RabbitMQ is down, and aio-pika restores the connection, the channel, its
+QoS and the queues after an outage. The consumer itself is registered on aiormq's channel
+underneath (`basic_consume` with a plain delivery callback) and registered again each
+time aio-pika reopens that channel: aio-pika's `Queue.consume` wraps every delivery in an
+`IncomingMessage` and a future of its own, which cost about a third of the service's CPU
+per task (README, Performance). `ConsumerState` and `taskflow_amqp_connected` say where
+it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -31,6 +36,8 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiohttp import web
+from aiormq import spec
+from aiormq.abc import DeliveredMessage
 from yarl import URL
 
 from taskflow.actors.component import PIPELINE
@@ -103,9 +110,13 @@ class Consumer:
         self._state = state
         self._reconnect_interval = reconnect_interval
         self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
+        # The AMQP channel the consumer is registered on, and its consumer tag.
+        self._consuming: tuple[aiormq.abc.AbstractChannel, str] | None = None
+        self._consume_lock = asyncio.Lock()
+        self._resuming: asyncio.Task[None] | None = None
         self._acks: _ChannelAcks | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()  # dead letters, requeues, acks
         self._pending: set[asyncio.Future[Accepted]] = set()  # deliveries at the intake
@@ -197,11 +208,10 @@ class Consumer:
         # there cannot take the deliveries of the consuming channel with it.
         self._publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await declare_queue(channel, self._dead_name, self._queue_type)
-        queue = await declare_queue(channel, self._queue_name, self._queue_type)
-        self._queue = queue
-        # aio-pika runs a plain function without a task of its own (its type says coroutine).
-        on_message = cast(Callable[[AbstractIncomingMessage], Awaitable[Any]], self._on_message)
-        self._consumer_tag = await queue.consume(on_message, no_ack=False)
+        self._queue = await declare_queue(channel, self._queue_name, self._queue_type)
+        self._channel = channel
+        channel.reopen_callbacks.add(self._on_channel_reopened)
+        await self._consume()
         self._set(ConsumerPhase.CONSUMING)
         log.info(
             "consuming from RabbitMQ",
@@ -235,37 +245,103 @@ class Consumer:
         self._set(ConsumerPhase.CONSUMING)
         log.info("RabbitMQ connection restored; consuming again", queue=self._queue_name)
 
+    # -- the consumer -------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        """Register the consumer on the AMQP channel under the consuming channel, once.
+
+        Called at start, each time aio-pika has reopened the channel, and after the broker
+        cancelled the consumer; a channel it is already registered on is left alone.
+        """
+        if self._channel is None:
+            raise RuntimeError("no consuming channel")
+        async with self._consume_lock:
+            underlay = await asyncio.wait_for(
+                self._channel.get_underlay_channel(), BROKER_CALL_TIMEOUT_S
+            )
+            if self._consuming is not None and self._consuming[0] is underlay:
+                return
+            underlay.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
+            ok = await underlay.basic_consume(
+                self._queue_name, self._on_delivery, no_ack=False, timeout=BROKER_CALL_TIMEOUT_S
+            )
+            if ok.consumer_tag is None:
+                raise RuntimeError("RabbitMQ sent no consumer tag")
+            self._consuming = (underlay, ok.consumer_tag)
+
+    async def _on_channel_reopened(self, _channel: object) -> None:
+        """aio-pika reopened the channel (after an outage or a channel error): consume again."""
+        if self._stopping.is_set():
+            return
+        try:
+            await self._consume()
+        except Exception as exc:
+            log.warning("could not consume on the reopened channel; retrying", error=repr(exc))
+            self._resume()
+
+    def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
+        """The broker cancelled the consumer (its queue was deleted, say): declare it again."""
+        consuming = self._consuming
+        if consuming is None or frame.consumer_tag != consuming[1] or self._stopping.is_set():
+            return
+        self._consuming = None
+        self._set(ConsumerPhase.DISCONNECTED, "RabbitMQ cancelled the consumer")
+        log.warning("RabbitMQ cancelled the consumer; declaring the queue and consuming again")
+        self._resume()
+
+    def _resume(self) -> None:
+        """Declare the queue and consume again in a named task, retrying until it works."""
+        if self._resuming is None or self._resuming.done():
+            self._resuming = asyncio.create_task(self._resume_consuming(), name="amqp-resume")
+
+    async def _resume_consuming(self) -> None:
+        backoff = Backoff(0.5, CONNECT_BACKOFF_MAX_S)
+        while not self._stopping.is_set():
+            try:
+                if self._queue is not None:
+                    await asyncio.wait_for(self._queue.declare(), BROKER_CALL_TIMEOUT_S)
+                await self._consume()
+            except Exception as exc:
+                log.debug("consuming again failed; retrying", error=repr(exc))
+                await backoff.sleep()
+                continue
+            self._set(ConsumerPhase.CONSUMING)
+            log.info("consuming from RabbitMQ again", queue=self._queue_name)
+            return
+
     # -- one message --------------------------------------------------------------------
 
-    def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_delivery(self, delivered: DeliveredMessage) -> None:
         """Hand one delivery to the intake; its answer settles it (`_settle`).
 
-        A plain function, not a coroutine: aio-pika then runs it without a task of its
-        own, and nothing waits per message. Only a message that is dead-lettered or given
-        back gets a task (publishing, or pausing, takes a while).
+        aiormq runs this coroutine as the delivery's task; nothing in it waits. Only a
+        message that is dead-lettered or given back gets another task (publishing, or
+        pausing, takes a while), and only those become aio-pika messages.
         """
         if self._stopping.is_set():
             return  # left unacked: the broker gives it to the next consumer
-        try:
-            acks = self._acks_for(message)
-        except CONNECTION_EXCEPTIONS:
+        channel = delivered.channel
+        if channel.is_closed:
             return  # its channel is gone, and with it the delivery: it comes back
-        tag = message.delivery_tag or 0
+        acks = self._acks_for(channel)
+        tag = _delivery_tag(delivered)
         try:
-            future = self._pipeline.offer(task_from_message(message.body, message.message_id))
+            future = self._pipeline.offer(
+                task_from_message(delivered.body, delivered.header.properties.message_id)
+            )
         except BadMessage as exc:
-            self._later(self._dead_letter(message, acks, tag, exc))
+            self._later(self._dead_letter(delivered, acks, tag, exc))
         except TaskflowError as exc:  # Overloaded: not its fault
-            self._later(self._requeue(message, acks, tag, exc.message))
+            self._later(self._requeue(delivered, acks, tag, exc.message))
         except Exception as exc:
-            self._failed_unexpectedly(message, acks, tag, exc)
+            self._failed_unexpectedly(delivered, acks, tag, exc)
         else:
             self._pending.add(future)
-            future.add_done_callback(partial(self._settle, message, acks, tag))
+            future.add_done_callback(partial(self._settle, delivered, acks, tag))
 
     def _settle(
         self,
-        message: AbstractIncomingMessage,
+        message: DeliveredMessage,
         acks: _ChannelAcks,
         tag: int,
         future: asyncio.Future[Accepted],
@@ -294,7 +370,7 @@ class Consumer:
             self._failed_unexpectedly(message, acks, tag, error)
 
     def _failed_unexpectedly(
-        self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, exc: BaseException
+        self, message: DeliveredMessage, acks: _ChannelAcks, tag: int, exc: BaseException
     ) -> None:
         # A bug, not the message's fault; park it instead of looping on it.
         log.error("message handling failed unexpectedly", exc_info=exc, **_about(message, tag))
@@ -307,14 +383,13 @@ class Consumer:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    def _acks_for(self, message: AbstractIncomingMessage) -> _ChannelAcks:
-        channel = message.channel  # raises when the delivery's channel is closed
+    def _acks_for(self, channel: aiormq.abc.AbstractChannel) -> _ChannelAcks:
         if self._acks is None or self._acks.channel is not channel:
             self._acks = _ChannelAcks(channel)
         return self._acks
 
     async def _dead_letter(
-        self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, error: BadMessage
+        self, message: DeliveredMessage, acks: _ChannelAcks, tag: int, error: BadMessage
     ) -> None:
         log.warning(
             "message dead-lettered",
@@ -328,7 +403,7 @@ class Consumer:
             if self._publisher is None:
                 raise RuntimeError("no publishing channel")
             await self._publisher.default_exchange.publish(
-                dead_letter_copy(message, error),
+                dead_letter_copy(_incoming(message), error),
                 routing_key=self._dead_name,
                 mandatory=True,
                 timeout=BROKER_CALL_TIMEOUT_S,
@@ -341,14 +416,14 @@ class Consumer:
         self._ack(acks, tag)
 
     async def _requeue(
-        self, message: AbstractIncomingMessage, acks: _ChannelAcks, tag: int, why: str
+        self, message: DeliveredMessage, acks: _ChannelAcks, tag: int, why: str
     ) -> None:
         """Give the message back after a pause, so a full or broken pipeline is not spun on."""
         log.debug("message requeued", error=why, delay_s=REQUEUE_DELAY_S, **_about(message, tag))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), REQUEUE_DELAY_S)
         try:
-            await message.nack(requeue=True)
+            await acks.channel.basic_nack(tag, requeue=True)
         except CONNECTION_EXCEPTIONS:
             return  # the channel is gone: the broker requeues it anyway
         acks.window.settled(tag)
@@ -394,14 +469,17 @@ class Consumer:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-        if self._queue is not None and self._consumer_tag is not None:
+        if self._channel is not None:
+            self._channel.reopen_callbacks.discard(self._on_channel_reopened)
+        background = [t for t in (self._runner, self._resuming) if t is not None]
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self._consuming is not None:
+            underlay, tag = self._consuming
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    self._queue.cancel(self._consumer_tag),
-                    min(grace.flush_s, BROKER_CALL_TIMEOUT_S),
+                    underlay.basic_cancel(tag), min(grace.flush_s, BROKER_CALL_TIMEOUT_S)
                 )
 
     async def finish(self, grace: Grace) -> None:
@@ -433,13 +511,24 @@ class Consumer:
         self._set(ConsumerPhase.STOPPED)
 
 
-def _about(message: AbstractIncomingMessage, tag: int) -> dict[str, Any]:
+def _delivery_tag(delivered: DeliveredMessage) -> int:
+    delivery = delivered.delivery
+    return (delivery.delivery_tag or 0) if isinstance(delivery, spec.Basic.Deliver) else 0
+
+
+def _incoming(delivered: DeliveredMessage) -> AbstractIncomingMessage:
+    """The delivery as aio-pika's message (its properties decoded), for a dead letter."""
+    return aio_pika.IncomingMessage(delivered, no_ack=False)
+
+
+def _about(message: DeliveredMessage, tag: int) -> dict[str, Any]:
     """The fields of a log event about one message."""
+    delivery = message.delivery
     return {
         "source": "amqp",
-        "message_id": message.message_id,
+        "message_id": message.header.properties.message_id,
         "delivery_tag": tag,
-        "redelivered": message.redelivered,
+        "redelivered": isinstance(delivery, spec.Basic.Deliver) and bool(delivery.redelivered),
     }
 
 

@@ -130,3 +130,25 @@ async def test_redelivery_after_the_consumer_died_before_acking_makes_one_task(
     assert await metric(client, "taskflow_amqp_messages_total", outcome="created") == 1
     await client.close()
     assert await broker.waiting() == 0
+
+
+async def test_consumer_declares_its_queue_again_after_the_queue_was_deleted(
+    make_amqp_client: MakeClient, settings: Settings, broker: Broker
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        client = await make_amqp_client(settings)
+        await wait_for_consumer(client, "consuming")
+        await broker.publish({"title": "before"})
+        await wait_for_tasks(client, 1)
+
+        # RabbitMQ cancels the consumers of a deleted queue (basic.cancel).
+        await broker.channel.queue_delete(broker.queue, if_unused=False, if_empty=False)
+        await _events(logs, "consuming from RabbitMQ again", 1)
+
+    cancelled = [e for e in logs if e["event"].startswith("RabbitMQ cancelled the consumer")]
+    assert len(cancelled) == 1
+    await wait_for_consumer(client, "consuming")
+    assert await metric(client, "taskflow_amqp_connected") == 1
+    await broker.publish({"title": "after"})
+    tasks = await wait_for_tasks(client, 2)
+    assert sorted(t["title"] for t in tasks) == ["after", "before"]
