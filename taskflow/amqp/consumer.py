@@ -12,9 +12,9 @@ serves HTTP while RabbitMQ is down, and aio-pika restores the connection, the ch
 QoS and the queues after an outage. The consumer itself is registered on aiormq's channel
 underneath (`basic_consume` with a plain delivery callback) and registered again each
 time aio-pika reopens that channel: aio-pika's `Queue.consume` wraps every delivery in an
-`IncomingMessage` and a future of its own, which cost about a third of the service's CPU
-per task (README, Performance). `ConsumerState` and `taskflow_amqp_connected` say where
-it is.
+`IncomingMessage` and a future of its own, which cost about a quarter of the service's
+CPU per task (README, "Consuming through aiormq"). `ConsumerState` and
+`taskflow_amqp_connected` say where it is.
 """
 
 from __future__ import annotations
