@@ -17,6 +17,7 @@ from typing import Protocol
 
 import structlog
 from aiohttp import web
+from prometheus_client.metrics import MetricWrapperBase
 
 from taskflow.actors.pipeline import Pipeline
 from taskflow.db.dashboard import RATE_KINDS, Heartbeat
@@ -31,8 +32,18 @@ FORGET_AFTER_S = 600.0  # ...and its row is deleted after this long
 KEEP_SAMPLES_S = 1200.0  # the chart shows 15 minutes
 
 
-def _counter(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+def _value(metric: MetricWrapperBase, sample: str, **labels: str) -> float:
+    """The value of one sample of `metric` (0 while it has none).
+
+    Only `metric` is collected. `registry.get_sample_value` collects every metric of the
+    registry, process collector included, for each value it returns: nine times per
+    heartbeat, a pause of the event loop that grows with the number of label values.
+    """
+    for family in metric.collect():
+        for found in family.samples:
+            if found.name == sample and found.labels == labels:
+                return found.value
+    return 0.0
 
 
 def committed_changes(metrics: Metrics) -> dict[str, float]:
@@ -44,16 +55,16 @@ def committed_changes(metrics: Metrics) -> dict[str, float]:
     """
     changes = {
         "created": sum(
-            _counter(metrics, "taskflow_tasks_created_total", source=source)
+            _value(metrics.tasks_created, "taskflow_tasks_created_total", source=source)
             for source in ("http", "amqp")
         ),
         **{
-            kind: _counter(metrics, "taskflow_status_changes_total", status=kind)
+            kind: _value(metrics.status_changes, "taskflow_status_changes_total", status=kind)
             for kind in RATE_KINDS
             if kind != "created"
         },
     }
-    changes["cancelled"] += _counter(metrics, "taskflow_cancels_total", outcome="cancelled")
+    changes["cancelled"] += _value(metrics.cancels, "taskflow_cancels_total", outcome="cancelled")
     return changes
 
 
@@ -105,13 +116,13 @@ class InstanceRegistry:
         counts = committed_changes(self._metrics)
         changes = {k: int(counts[k] - self._last_counts[k]) for k in RATE_KINDS}
         seconds = now - self._last_beat
-        depth = self._metrics.registry.get_sample_value("taskflow_queue_depth", {"queue": "intake"})
+        depth = _value(self._metrics.queue_depth, "taskflow_queue_depth", queue="intake")
         beat = Heartbeat(
             instance_id=self._pipeline.owner,
             started_at=self.started_at,
             processors=self._pipeline.processors.size,
             busy=max(self._pipeline.processors.size - self._pipeline.attempts.free, 0),
-            queue_depth=int(depth or 0),
+            queue_depth=int(depth),
             queue_capacity=self._queue_capacity,
             seconds=seconds,
             changes=changes,

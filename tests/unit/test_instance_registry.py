@@ -12,6 +12,7 @@ from taskflow.dashboard.registry import InstanceRegistry
 from taskflow.db.dashboard import Heartbeat
 from taskflow.errors import StoreUnavailable
 from taskflow.metrics import Metrics
+from taskflow.models import NewTask, Source
 from tests.unit.memory_store import MemoryStore
 
 
@@ -42,16 +43,22 @@ def registry(metrics: Metrics, store: RecordingStore) -> tuple[InstanceRegistry,
 
 async def test_a_heartbeat_reports_the_instance_and_its_changes() -> None:
     metrics, store = Metrics(), RecordingStore()
-    beats, _ = registry(metrics, store)
+    beats, pipeline = registry(metrics, store)
     metrics.tasks_created.labels("http").inc(3)
     metrics.tasks_created.labels("amqp").inc(2)
     metrics.status_changes.labels("completed").inc(4)
     metrics.status_changes.labels("failed").inc(1)
+    metrics.status_changes.labels("cancelled").inc(1)  # a running attempt, cancelled
+    metrics.cancels.labels("cancelled").inc(2)  # new tasks, cancelled by the API
+    waiting = pipeline.offer(
+        NewTask(title="waits", description=None, payload={}, source=Source.HTTP)
+    )
     await beats.beat_once()
     (beat,) = store.beats
     assert beat.instance_id == "instance-a" == beats.instance_id
-    assert (beat.processors, beat.busy, beat.queue_depth, beat.queue_capacity) == (7, 0, 0, 33)
-    assert beat.changes == {"created": 5, "completed": 4, "failed": 1, "cancelled": 0}
+    assert (beat.processors, beat.busy, beat.queue_depth, beat.queue_capacity) == (7, 0, 1, 33)
+    assert beat.changes == {"created": 5, "completed": 4, "failed": 1, "cancelled": 3}
+    waiting.cancel()
     assert beat.seconds > 0
 
     metrics.status_changes.labels("completed").inc(2)
