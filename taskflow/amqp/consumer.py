@@ -273,11 +273,21 @@ class Consumer:
         """aio-pika reopened the channel (after an outage or a channel error): consume again."""
         if self._stopping.is_set():
             return
+        lost = self._consuming
         try:
             await self._consume()
         except Exception as exc:
             log.warning("could not consume on the reopened channel; retrying", error=repr(exc))
             self._resume()
+            return
+        if lost is not None and self._state.phase is ConsumerPhase.CONSUMING:
+            # The connection stayed up (a lost one is logged by itself): RabbitMQ closed
+            # only this channel, for a reason it sent; its unacked deliveries come back.
+            log.warning(
+                "RabbitMQ closed the consuming channel; consuming on a new one",
+                reason=_close_reason(lost[0]),
+                queue=self._queue_name,
+            )
 
     def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled the consumer (its queue was deleted, say): declare it again."""
@@ -509,6 +519,14 @@ class Consumer:
         if self._connection is not None:
             await _close(self._connection)
         self._set(ConsumerPhase.STOPPED)
+
+
+def _close_reason(channel: aiormq.abc.AbstractChannel) -> str:
+    """Why `channel` was closed, as RabbitMQ said it (or "unknown")."""
+    closing = channel.closing
+    if closing.done() and not closing.cancelled() and closing.exception() is not None:
+        return str(closing.exception())
+    return "unknown"
 
 
 def _delivery_tag(delivered: DeliveredMessage) -> int:

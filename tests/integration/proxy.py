@@ -18,6 +18,7 @@ class _Link:
     """One forwarded connection; `frozen` once its client's bytes are being dropped."""
 
     frozen = False
+    upstream: asyncio.StreamWriter | None = None  # towards the server
 
 
 class TcpProxy:
@@ -84,7 +85,8 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        link = _Link()
+        link = self._link()
+        link.upstream = up_writer
         pipes = {
             asyncio.create_task(self._pipe(reader, up_writer, link, to_client=False)),
             asyncio.create_task(self._pipe(up_reader, writer, link, to_client=True)),
@@ -122,5 +124,13 @@ class TcpProxy:
                     tail = (tail + data)[-len(marker) :]
                 if link.frozen and not to_client:
                     continue
-                writer.write(data)
+                writer.write(self._passing(link, data, to_client=to_client))
                 await writer.drain()
+
+    def _link(self) -> _Link:
+        """The state of a new forwarded connection."""
+        return _Link()
+
+    def _passing(self, link: _Link, data: bytes, *, to_client: bool) -> bytes:
+        """What of `data` to forward now (a subclass may hold some back): all of it."""
+        return data

@@ -18,6 +18,7 @@ import structlog
 from taskflow.config import Settings
 from taskflow_bench.harness.metrics import metric
 from tests.conftest import AMQP_URL
+from tests.integration.amqp.proxy import AmqpProxy
 from tests.integration.amqp.support import (
     WAIT_S,
     Broker,
@@ -33,13 +34,14 @@ MakeClient = Callable[[Settings], Awaitable[Client]]
 
 
 @pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    """A TCP proxy to the test RabbitMQ on a free local port, listening.
+async def proxy() -> AsyncIterator[AmqpProxy]:
+    """A TCP proxy to the test RabbitMQ on a free local port, listening, that reads the
+    AMQP frames going through it.
 
     Tests take it before the service, so the service stops before the proxy does.
     """
     parts = urlsplit(AMQP_URL)
-    relay = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    relay = AmqpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
     await relay.start()
     yield relay
     await relay.stop()
@@ -89,25 +91,56 @@ async def test_serves_http_while_rabbitmq_is_down_and_connects_when_it_is_back(
 async def test_consumer_survives_the_connection_being_cut(
     proxy: TcpProxy, make_amqp_client: MakeClient, settings: Settings, broker: Broker
 ) -> None:
-    client = await make_amqp_client(through(settings, proxy))
-    await wait_for_consumer(client, "consuming")
-    await broker.publish({"title": "before"})
-    await wait_for_tasks(client, 1)
+    with structlog.testing.capture_logs() as logs:
+        client = await make_amqp_client(through(settings, proxy))
+        await wait_for_consumer(client, "consuming")
+        await broker.publish({"title": "before"})
+        await wait_for_tasks(client, 1)
 
-    await proxy.stop()
-    amqp = await wait_for_consumer(client, "disconnected")
-    assert amqp["last_error"]
-    assert await metric(client, "taskflow_amqp_connected") == 0
-    await broker.publish({"title": "during"})
+        await proxy.stop()
+        amqp = await wait_for_consumer(client, "disconnected")
+        assert amqp["last_error"]
+        assert await metric(client, "taskflow_amqp_connected") == 0
+        await broker.publish({"title": "during"})
 
-    await proxy.start()
-    await wait_for_consumer(client, "consuming")
-    assert await metric(client, "taskflow_amqp_connected") == 1
-    await broker.publish({"title": "after"})
+        await proxy.start()
+        await wait_for_consumer(client, "consuming")
+        assert await metric(client, "taskflow_amqp_connected") == 1
+        await broker.publish({"title": "after"})
 
-    tasks = await wait_for_tasks(client, 3)
+        tasks = await wait_for_tasks(client, 3)
     assert sorted(t["title"] for t in tasks) == ["after", "before", "during"]
     assert {t["source"] for t in tasks} == {"amqp"}
+    said = [e["event"] for e in logs]
+    assert said.count("RabbitMQ connection lost; reconnecting") == 1
+    assert not [e for e in said if e.startswith("RabbitMQ closed the consuming channel")]
+
+
+async def test_consumer_consumes_again_after_rabbitmq_closed_its_channel(
+    proxy: AmqpProxy, make_amqp_client: MakeClient, settings: Settings, broker: Broker
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        client = await make_amqp_client(through(settings, proxy))
+        await wait_for_consumer(client, "consuming")
+        await broker.publish({"title": "before"}, message_id="before")
+        await wait_for_tasks(client, 1)
+
+        # A protocol error on the consuming channel: RabbitMQ closes that channel alone,
+        # and aio-pika opens it again on the same connection.
+        channel = proxy.break_consuming_channel()
+        await proxy.closed(channel, WAIT_S)
+        await _events(logs, "RabbitMQ closed the consuming channel; consuming on a new one", 1)
+        await broker.publish({"title": "after"}, message_id="after")
+        tasks = await wait_for_tasks(client, 2)
+
+    (closed,) = [e for e in logs if e["event"].startswith("RabbitMQ closed the consuming")]
+    assert "PRECONDITION_FAILED" in closed["reason"]
+    assert not [e for e in logs if e["event"].startswith("RabbitMQ connection lost")]
+    assert sorted(t["title"] for t in tasks) == ["after", "before"]
+    assert proxy.connections == 1  # the connection stayed up
+    assert (await wait_for_consumer(client, "consuming"))["last_error"] is None
+    await client.close()
+    assert await broker.waiting() == 0  # both acked, none given back
 
 
 async def test_redelivery_after_the_consumer_died_before_acking_makes_one_task(
