@@ -240,10 +240,11 @@ class Consumer:
             log.debug("RabbitMQ reconnect attempt failed", error=error)
 
     def _on_reconnected(self, sender: object) -> None:
+        # aio-pika has reopened the channels by now: the consumer registers again in the
+        # task `_on_channel_reopened` started, which then reports it `consuming`.
         if self._stopping.is_set() or sender is not self._connection:
             return
-        self._set(ConsumerPhase.CONSUMING)
-        log.info("RabbitMQ connection restored; consuming again", queue=self._queue_name)
+        log.info("RabbitMQ connection restored", queue=self._queue_name)
 
     # -- the consumer -------------------------------------------------------------------
 
@@ -269,25 +270,27 @@ class Consumer:
                 raise RuntimeError("RabbitMQ sent no consumer tag")
             self._consuming = (underlay, ok.consumer_tag)
 
-    async def _on_channel_reopened(self, _channel: object) -> None:
-        """aio-pika reopened the channel (after an outage or a channel error): consume again."""
+    def _on_channel_reopened(self, _channel: object) -> None:
+        """aio-pika reopened the channel (after an outage or a channel error): consume again.
+
+        Not here but in the resume task, once aio-pika has finished restoring the channel:
+        had RabbitMQ refused the consume (closing the channel) while aio-pika was still
+        restoring it, aio-pika would not reopen it again.
+        """
         if self._stopping.is_set():
             return
-        lost = self._consuming
-        try:
-            await self._consume()
-        except Exception as exc:
-            log.warning("could not consume on the reopened channel; retrying", error=repr(exc))
-            self._resume()
-            return
+        lost, self._consuming = self._consuming, None
         if lost is not None and self._state.phase is ConsumerPhase.CONSUMING:
             # The connection stayed up (a lost one is logged by itself): RabbitMQ closed
             # only this channel, for a reason it sent; its unacked deliveries come back.
+            reason = _close_reason(lost[0])
+            self._set(ConsumerPhase.DISCONNECTED, f"RabbitMQ closed the channel: {reason}")
             log.warning(
                 "RabbitMQ closed the consuming channel; consuming on a new one",
-                reason=_close_reason(lost[0]),
+                reason=reason,
                 queue=self._queue_name,
             )
+        self._resume()
 
     def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled the consumer (its queue was deleted, say): declare it again."""
@@ -306,13 +309,20 @@ class Consumer:
 
     async def _resume_consuming(self) -> None:
         backoff = Backoff(0.5, CONNECT_BACKOFF_MAX_S)
+        failures = 0
         while not self._stopping.is_set():
             try:
                 if self._queue is not None:
                     await asyncio.wait_for(self._queue.declare(), BROKER_CALL_TIMEOUT_S)
                 await self._consume()
             except Exception as exc:
-                log.debug("consuming again failed; retrying", error=repr(exc))
+                # RabbitMQ refused it (and closed the channel, which aio-pika reopens), or
+                # the channel is still being reopened: report it, log it once, retry.
+                failures += 1
+                self._set(ConsumerPhase.DISCONNECTED, repr(exc))
+                (log.warning if failures == 1 else log.debug)(
+                    "could not consume again; retrying", error=repr(exc)
+                )
                 await backoff.sleep()
                 continue
             self._set(ConsumerPhase.CONSUMING)

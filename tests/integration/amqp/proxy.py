@@ -1,9 +1,10 @@
 """A TCP proxy that reads the AMQP frames going by, to make RabbitMQ close one channel.
 
 RabbitMQ closes a channel, and only that channel, when its client breaks the protocol
-on it: an ack of a delivery tag it never sent, say (406 PRECONDITION_FAILED). Nothing
-outside a connection can make it do that, so this proxy sends such an ack itself, in
-the client's stream, on the channel the client consumes on. It forwards the client's
+on it: an ack of a delivery tag it never sent, say (406 PRECONDITION_FAILED), or a
+consume from a queue that does not exist (404 NOT_FOUND). Nothing outside a connection
+can make it do that, so this proxy does it in the client's stream: it sends such an ack
+itself, or changes the queue of a `basic.consume` going by. It forwards the client's
 bytes a whole frame at a time, so the frame it adds never lands inside another.
 """
 
@@ -17,12 +18,14 @@ import pamqp.frame
 
 from tests.integration.proxy import TcpProxy, _Link
 
-_PROTOCOL_HEADER = 8  # b"AMQP\\x00\\x00\\x09\\x01", sent by the client before any frame
+_PROTOCOL_HEADER = 8  # b"AMQP\x00\x00\x09\x01", sent by the client before any frame
 _FRAME_HEADER = 7  # type (1 byte), channel (2), payload size (4); then payload and 0xCE
 _METHOD_FRAME = 1
 _CONSUME = pamqp.commands.Basic.Consume.index
 _CHANNEL_CLOSE = pamqp.commands.Channel.Close.index
 _NEVER_DELIVERED = 2**40
+
+Piece = tuple[bytes, int, int | None]  # whole frame, its channel, its method (if one)
 
 
 @dataclass
@@ -32,27 +35,35 @@ class _Frames:
     skip: int = 0  # bytes before the first frame
     buffer: bytearray = field(default_factory=bytearray)
 
-    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
-        """The whole frames now complete, and the (channel, method) of each method frame."""
+    def feed(self, data: bytes) -> list[Piece]:
+        """The frames now complete (a protocol header first, as a piece on channel 0)."""
         self.buffer += data
-        start = min(self.skip, len(self.buffer))
-        self.skip -= start
-        methods: list[tuple[int, int]] = []
-        end = start
-        while len(self.buffer) - end >= _FRAME_HEADER:
-            kind = self.buffer[end]
-            channel = int.from_bytes(self.buffer[end + 1 : end + 3], "big")
-            size = int.from_bytes(self.buffer[end + 3 : end + 7], "big")
+        pieces: list[Piece] = []
+        if self.skip:
+            header = bytes(self.buffer[: self.skip])
+            del self.buffer[: len(header)]
+            self.skip -= len(header)
+            pieces.append((header, 0, None))
+        while len(self.buffer) >= _FRAME_HEADER:
+            size = int.from_bytes(self.buffer[3:7], "big")
             whole = _FRAME_HEADER + size + 1
-            if len(self.buffer) - end < whole:
+            if len(self.buffer) < whole:
                 break
-            if kind == _METHOD_FRAME and size >= 4:
-                at = end + _FRAME_HEADER
-                methods.append((channel, int.from_bytes(self.buffer[at : at + 4], "big")))
-            end += whole
-        complete = bytes(self.buffer[:end])
-        del self.buffer[:end]
-        return complete, methods
+            frame = bytes(self.buffer[:whole])
+            del self.buffer[:whole]
+            method = None
+            if frame[0] == _METHOD_FRAME and size >= 4:
+                method = int.from_bytes(frame[_FRAME_HEADER : _FRAME_HEADER + 4], "big")
+            pieces.append((frame, int.from_bytes(frame[1:3], "big"), method))
+        return pieces
+
+
+def _consume_from(frame: bytes, queue: str) -> bytes:
+    """The `basic.consume` method frame `frame`, consuming from `queue` instead."""
+    _, channel, consume = pamqp.frame.unmarshal(frame)
+    assert isinstance(consume, pamqp.commands.Basic.Consume)
+    consume.queue = queue
+    return pamqp.frame.marshal(consume, channel)
 
 
 class _AmqpLink(_Link):
@@ -63,14 +74,17 @@ class _AmqpLink(_Link):
 
 
 class AmqpProxy(TcpProxy):
-    """`TcpProxy` for AMQP: `break_consuming_channel()`; `closed_channels` by the broker."""
+    """`TcpProxy` for AMQP. It counts `connections`, lists the `closed_channels` (closed by
+    the broker), and can make the broker close a channel (`break_consuming_channel`,
+    `misdirect_next_consume`)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         super().__init__(target_host, target_port)
         self._links: list[_AmqpLink] = []
+        self._closing = asyncio.Event()
+        self._misdirect: str | None = None
         self.connections = 0
         self.closed_channels: list[int] = []
-        self._closing = asyncio.Event()
 
     def _link(self) -> _Link:
         link = _AmqpLink()
@@ -80,16 +94,23 @@ class AmqpProxy(TcpProxy):
 
     def _passing(self, link: _Link, data: bytes, *, to_client: bool) -> bytes:
         assert isinstance(link, _AmqpLink)
-        frames = link.from_server if to_client else link.from_client
-        complete, methods = frames.feed(data)
-        for channel, method in methods:
-            if not to_client and method == _CONSUME:
+        if to_client:
+            for _, channel, method in link.from_server.feed(data):
+                if method == _CHANNEL_CLOSE:
+                    link.consuming.discard(channel)
+                    self.closed_channels.append(channel)
+                    self._closing.set()
+            return data
+        passing = bytearray()
+        for frame, channel, method in link.from_client.feed(data):
+            if method == _CONSUME:
                 link.consuming.add(channel)
-            elif to_client and method == _CHANNEL_CLOSE:
-                link.consuming.discard(channel)
-                self.closed_channels.append(channel)
-                self._closing.set()
-        return complete if not to_client else data
+                if self._misdirect is not None:
+                    passing += _consume_from(frame, self._misdirect)
+                    self._misdirect = None
+                    continue
+            passing += frame
+        return bytes(passing)
 
     def break_consuming_channel(self) -> int:
         """Ack, on the channel a client consumes on, a delivery RabbitMQ never made; RabbitMQ
@@ -102,6 +123,10 @@ class AmqpProxy(TcpProxy):
                 upstream.write(pamqp.frame.marshal(ack, channel))
                 return channel
         raise AssertionError("no open connection consumes through this proxy")
+
+    def misdirect_next_consume(self, queue: str) -> None:
+        """Make the next `basic.consume` that any client sends consume from `queue`."""
+        self._misdirect = queue
 
     async def closed(self, channel: int, timeout: float) -> None:
         """Wait until RabbitMQ has closed `channel` (its Channel.Close went by)."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import replace
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import structlog
 
+from taskflow.amqp.state import CONSUMER_STATE
 from taskflow.config import Settings
 from taskflow_bench.harness.metrics import metric
 from tests.conftest import AMQP_URL
@@ -50,6 +52,34 @@ async def proxy() -> AsyncIterator[AmqpProxy]:
 def through(settings: Settings, proxy: TcpProxy) -> Settings:
     """`settings` with the broker (guest/guest) reached through `proxy`."""
     return replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+
+
+@dataclass
+class _Seen:
+    phases: list[str] = field(default_factory=list)
+    errors: set[str] = field(default_factory=set)
+
+
+@asynccontextmanager
+async def _phases(client: Client) -> AsyncIterator[_Seen]:
+    """Every phase (and `last_error`) of the consumer that lasts a turn of the loop, while
+    in the block."""
+    state = client.app[CONSUMER_STATE]
+    seen = _Seen()
+
+    async def watch() -> None:
+        while True:
+            if not seen.phases or seen.phases[-1] != state.phase:
+                seen.phases.append(state.phase)
+            if state.last_error:
+                seen.errors.add(state.last_error)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        watcher.cancel()
 
 
 async def _events(logs: list[MutableMapping[str, Any]], event: str, count: int) -> None:
@@ -125,14 +155,17 @@ async def test_consumer_consumes_again_after_rabbitmq_closed_its_channel(
         await broker.publish({"title": "before"}, message_id="before")
         await wait_for_tasks(client, 1)
 
-        # A protocol error on the consuming channel: RabbitMQ closes that channel alone,
-        # and aio-pika opens it again on the same connection.
-        channel = proxy.break_consuming_channel()
-        await proxy.closed(channel, WAIT_S)
-        await _events(logs, "RabbitMQ closed the consuming channel; consuming on a new one", 1)
+        async with _phases(client) as seen:
+            # A protocol error on the consuming channel: RabbitMQ closes that channel
+            # alone, and aio-pika opens it again on the same connection.
+            channel = proxy.break_consuming_channel()
+            await proxy.closed(channel, WAIT_S)
+            await _events(logs, "consuming from RabbitMQ again", 1)
         await broker.publish({"title": "after"}, message_id="after")
         tasks = await wait_for_tasks(client, 2)
 
+    assert seen.phases == ["consuming", "disconnected", "consuming"]  # as readiness said
+    assert any("PRECONDITION_FAILED" in error for error in seen.errors)
     (closed,) = [e for e in logs if e["event"].startswith("RabbitMQ closed the consuming")]
     assert "PRECONDITION_FAILED" in closed["reason"]
     assert not [e for e in logs if e["event"].startswith("RabbitMQ connection lost")]
@@ -141,6 +174,31 @@ async def test_consumer_consumes_again_after_rabbitmq_closed_its_channel(
     assert (await wait_for_consumer(client, "consuming"))["last_error"] is None
     await client.close()
     assert await broker.waiting() == 0  # both acked, none given back
+
+
+async def test_consumer_retries_when_it_cannot_consume_on_the_reopened_channel(
+    proxy: AmqpProxy, make_amqp_client: MakeClient, settings: Settings, broker: Broker
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        client = await make_amqp_client(through(settings, proxy))
+        await wait_for_consumer(client, "consuming")
+        async with _phases(client) as seen:
+            # The channel is closed; on the reopened one the consumer's first basic.consume
+            # names a queue that does not exist, so RabbitMQ refuses it (and closes it again).
+            proxy.misdirect_next_consume("taskflow-test-no-such-queue")
+            channel = proxy.break_consuming_channel()
+            await proxy.closed(channel, WAIT_S)
+            await _events(logs, "consuming from RabbitMQ again", 1)
+        await broker.publish({"title": "after"}, message_id="after")
+        tasks = await wait_for_tasks(client, 1)
+
+    assert [t["title"] for t in tasks] == ["after"]
+    assert seen.phases == ["consuming", "disconnected", "consuming"]  # as readiness said
+    assert any("NOT_FOUND" in error for error in seen.errors)
+    (failed,) = [e for e in logs if e["event"] == "could not consume again; retrying"]
+    assert "NOT_FOUND" in failed["error"]
+    assert (await wait_for_consumer(client, "consuming"))["last_error"] is None
+    assert proxy.connections == 1
 
 
 async def test_redelivery_after_the_consumer_died_before_acking_makes_one_task(
