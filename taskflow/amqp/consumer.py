@@ -533,10 +533,11 @@ class Consumer:
 
 def _close_reason(channel: aiormq.abc.AbstractChannel) -> str:
     """Why `channel` was closed, as RabbitMQ said it (or "unknown")."""
-    closing = channel.closing
-    if closing.done() and not closing.cancelled() and closing.exception() is not None:
-        return str(closing.exception())
-    return "unknown"
+    if not channel.is_closed:
+        return "unknown"
+    closing = channel.closing  # done: the future itself, no observer
+    error = None if closing.cancelled() else closing.exception()
+    return "unknown" if error is None else str(error)
 
 
 def _delivery_tag(delivered: DeliveredMessage) -> int:

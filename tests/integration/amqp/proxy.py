@@ -83,13 +83,16 @@ class AmqpProxy(TcpProxy):
         self._links: list[_AmqpLink] = []
         self._closing = asyncio.Event()
         self._misdirect: str | None = None
-        self.connections = 0
         self.closed_channels: list[int] = []
+
+    @property
+    def connections(self) -> int:
+        """How many connections went through this proxy."""
+        return len(self._links)
 
     def _link(self) -> _Link:
         link = _AmqpLink()
         self._links.append(link)
-        self.connections += 1
         return link
 
     def _passing(self, link: _Link, data: bytes, *, to_client: bool) -> bytes:

@@ -82,6 +82,13 @@ async def _phases(client: Client) -> AsyncIterator[_Seen]:
         watcher.cancel()
 
 
+async def _close_consuming_channel(proxy: AmqpProxy, logs: list[MutableMapping[str, Any]]) -> None:
+    """Make RabbitMQ close the consuming channel; wait until the consumer consumes again."""
+    channel = proxy.break_consuming_channel()
+    await proxy.closed(channel, WAIT_S)
+    await _events(logs, "consuming from RabbitMQ again", 1)
+
+
 async def _events(logs: list[MutableMapping[str, Any]], event: str, count: int) -> None:
     """Wait until `event` was logged `count` times."""
     async with asyncio.timeout(WAIT_S):
@@ -158,9 +165,7 @@ async def test_consumer_consumes_again_after_rabbitmq_closed_its_channel(
         async with _phases(client) as seen:
             # A protocol error on the consuming channel: RabbitMQ closes that channel
             # alone, and aio-pika opens it again on the same connection.
-            channel = proxy.break_consuming_channel()
-            await proxy.closed(channel, WAIT_S)
-            await _events(logs, "consuming from RabbitMQ again", 1)
+            await _close_consuming_channel(proxy, logs)
         await broker.publish({"title": "after"}, message_id="after")
         tasks = await wait_for_tasks(client, 2)
 
@@ -186,9 +191,7 @@ async def test_consumer_retries_when_it_cannot_consume_on_the_reopened_channel(
             # The channel is closed; on the reopened one the consumer's first basic.consume
             # names a queue that does not exist, so RabbitMQ refuses it (and closes it again).
             proxy.misdirect_next_consume("taskflow-test-no-such-queue")
-            channel = proxy.break_consuming_channel()
-            await proxy.closed(channel, WAIT_S)
-            await _events(logs, "consuming from RabbitMQ again", 1)
+            await _close_consuming_channel(proxy, logs)
         await broker.publish({"title": "after"}, message_id="after")
         tasks = await wait_for_tasks(client, 1)
 
