@@ -44,6 +44,11 @@ def rate(count: float, seconds: float) -> float:
     return count / seconds if seconds > 0 else math.nan
 
 
+def per_unit_us(cpu_s: float, units: int) -> float:
+    """`cpu_s` seconds of CPU time per unit, in microseconds; NaN for no units."""
+    return cpu_s * 1e6 / units if units > 0 else math.nan
+
+
 def ratio(value: float, baseline: float) -> float:
     """`value / baseline`, NaN when the baseline is missing or zero."""
     return value / baseline if baseline and not math.isnan(baseline) else math.nan

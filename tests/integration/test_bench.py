@@ -10,7 +10,7 @@ import pytest
 
 from taskflow_bench.cli import main
 from taskflow_bench.options import BenchOptions
-from taskflow_bench.report import Outcome
+from taskflow_bench.report import Outcome, ScenarioResult
 from taskflow_bench.runner import run_bench
 from tests.conftest import ADMIN_URL, AMQP_URL
 
@@ -63,11 +63,7 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
         assert results[name].outcome is Outcome.OK, results[name].note
         assert len(results[name].runs) == 1
 
-    http = results["http"].runs[0]
-    assert http["creates_per_s"] > 0
-    assert http["baseline_per_s"] > 0
-    assert http["non_201"] == 0
-    assert http["p99_ms"] >= http["p50_ms"] > 0
+    _check_http(results["http"].runs[0])
 
     e2e = results["amqp-e2e"].runs[0]
     assert e2e["tasks_per_s"] > 0
@@ -112,14 +108,36 @@ async def test_every_scenario_runs_at_toy_sizes() -> None:
     assert fanout["alone_tasks_per_s"] > 0
     assert fanout["streams_tasks_per_s"] > 0
 
-    amqp = results["amqp"]
+    _check_amqp(results["amqp"])
+
+
+def _check_http(http: dict[str, float]) -> None:
+    assert http["creates_per_s"] > 0
+    assert http["baseline_per_s"] > 0
+    assert http["non_201"] == 0
+    assert http["p99_ms"] >= http["p50_ms"] > 0
+    # Both processes were started by the bench, so both CPU times are numbers (at toy
+    # sizes they may be under a clock tick), and the ratio is theirs.
+    assert http["cpu_us_per_create"] >= 0
+    assert http["baseline_cpu_us"] >= 0
+    if http["cpu_us_per_create"] > 0:
+        assert http["cpu_ratio"] == pytest.approx(
+            http["baseline_cpu_us"] / http["cpu_us_per_create"]
+        )
+
+
+def _check_amqp(amqp: ScenarioResult) -> None:
     assert amqp.outcome is Outcome.OK, amqp.note
-    assert amqp.runs[0]["baseline_per_s"] > 0
+    run = amqp.runs[0]
+    assert run["baseline_per_s"] > 0
+    assert run["baseline_cpu_us_per_message"] > 0  # the bench's own process
     if amqp.note is not None and amqp.note.startswith("consumer not available"):
-        assert math.isnan(amqp.runs[0]["tasks_per_s"])
-        assert math.isnan(amqp.runs[0]["ratio"])
+        assert math.isnan(run["tasks_per_s"])
+        assert math.isnan(run["ratio"])
+        assert math.isnan(run["cpu_us_per_message"])
     else:
-        assert amqp.runs[0]["tasks_per_s"] > 0
+        assert run["tasks_per_s"] > 0
+        assert run["cpu_us_per_message"] >= 0
 
 
 def test_command_prints_json_with_the_median_of_repetitions(

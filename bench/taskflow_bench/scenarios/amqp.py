@@ -5,6 +5,10 @@ consumer that acks each message (prefetch `PREFETCH`). taskflow: the messages ar
 published (with confirms) while the service is stopped, then it starts and consumes
 them. Both rates count the messages between the 10th and 90th percentile of their
 ack (baseline) or commit (taskflow, `created_at`) times, leaving out start-up and tail.
+Beside the rates, the CPU time per message of each (taskflow's service from its readiness
+to the last commit; the bare consumer, which runs in the bench's own process, while it
+consumes) and their ratio: the bare consumer's cost over taskflow's, which says how
+cheap taskflow's intake is without depending on how busy the machine's cores are.
 A service without an AMQP consumer (its readiness never says `consuming`) is reported
 as "consumer not available", with the baseline still measured.
 """
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import aio_pika
 import orjson
@@ -26,7 +32,7 @@ from taskflow_bench.harness.tasks import get_json
 from taskflow_bench.report import MetricSpec, Outcome, ScenarioResult, Target
 from taskflow_bench.scenarios.context import Context
 from taskflow_bench.service import BenchError, Deployment, ServiceConfig
-from taskflow_bench.stats import quantile_index, rate, ratio, steady_rate
+from taskflow_bench.stats import per_unit_us, quantile_index, rate, ratio, steady_rate
 
 BASELINE_ONLY = "only the aio-pika baseline was measured"
 PREFETCH = 1000
@@ -38,6 +44,9 @@ METRICS = (
     MetricSpec("tasks_per_s", "taskflow messages → committed tasks/s", "1/s"),
     MetricSpec("baseline_per_s", "aio-pika consume-and-ack/s", "1/s"),
     MetricSpec("ratio", "taskflow / aio-pika", "", 2),
+    MetricSpec("cpu_us_per_message", "taskflow service CPU per message", "µs", 0),
+    MetricSpec("baseline_cpu_us_per_message", "aio-pika consumer CPU per message", "µs", 0),
+    MetricSpec("cpu_ratio", "aio-pika CPU / taskflow CPU per message", "", 2),
 )
 TARGETS = (Target("ratio", ">=", 1.0),)
 
@@ -60,7 +69,7 @@ async def run(ctx: Context) -> ScenarioResult:
         for rep in range(1, o.repetitions + 1):
             label = f"amqp {rep}/{o.repetitions}"
             baseline = await raw_consume_rate(ctx, connection, o.messages, label)
-            tasks = math.nan
+            tasks = Consumed(math.nan, math.nan)
             if available:
                 state, measured = await taskflow_rate(ctx, connection, label)
                 if measured is None:
@@ -69,33 +78,51 @@ async def run(ctx: Context) -> ScenarioResult:
                 else:
                     tasks = measured
             result.runs.append(
-                {"tasks_per_s": tasks, "baseline_per_s": baseline, "ratio": ratio(tasks, baseline)}
+                {
+                    "tasks_per_s": tasks.per_s,
+                    "baseline_per_s": baseline.per_s,
+                    "ratio": ratio(tasks.per_s, baseline.per_s),
+                    "cpu_us_per_message": tasks.cpu_us,
+                    "baseline_cpu_us_per_message": baseline.cpu_us,
+                    "cpu_ratio": ratio(baseline.cpu_us, tasks.cpu_us),
+                }
             )
     return result
 
 
+@dataclass(frozen=True)
+class Consumed:
+    """How fast one consumer took the messages in, and its CPU time per message."""
+
+    per_s: float
+    cpu_us: float
+
+
 async def taskflow_rate(
     ctx: Context, connection: AbstractRobustConnection, label: str
-) -> tuple[str, float | None]:
-    """The consumer's state and its messages/s to committed tasks (None: no consumer)."""
+) -> tuple[str, Consumed | None]:
+    """The consumer's state and its messages/s to committed tasks (None: no consumer),
+    with the service's CPU time per message from its readiness to the last commit."""
     count = ctx.options.messages
     async with ctx.database() as db:
         config = ctx.service_config(db.url)
         try:
             async with (
                 messages_waiting(ctx, connection, config, count, label),
-                ctx.service(config),
+                ctx.service(config) as service,
             ):
+                ready_cpu_s = service.cpu_seconds()  # start-up (imports, migrations) left out
                 with ctx.progress.bar(f"{label} consuming", count) as bar:
                     async with asyncio.timeout(60 + count / 200):
                         while (done := await db.source_count("amqp")) < count:
                             bar.set(done)
                             await asyncio.sleep(POLL_S)
+                cpu_s = service.cpu_seconds() - ready_cpu_s
         except ConsumerUnavailable as exc:
             return exc.state, None
         window = await db.creation_window("amqp", LOW, HIGH)
     counted = quantile_index(window.tasks, HIGH) - quantile_index(window.tasks, LOW)
-    return "consuming", rate(counted, window.seconds)
+    return "consuming", Consumed(rate(counted, window.seconds), per_unit_us(cpu_s, count))
 
 
 class ConsumerUnavailable(BenchError):
@@ -178,8 +205,9 @@ async def publish(
 
 async def raw_consume_rate(
     ctx: Context, connection: AbstractRobustConnection, count: int, label: str
-) -> float:
-    """Messages/s of a bare aio-pika consumer acking each message, on a scratch queue."""
+) -> Consumed:
+    """Messages/s of a bare aio-pika consumer acking each message, on a scratch queue, and
+    its CPU time per message (the bench's own process while it consumes)."""
     name = f"taskflow-bench-raw-{uuid.uuid4().hex[:12]}"
     loop = asyncio.get_running_loop()
     acked: list[float] = []
@@ -198,6 +226,7 @@ async def raw_consume_rate(
             with ctx.progress.bar(f"{label} baseline publishing", count) as bar:
                 await publish(channel, name, count, bar.advance)
             with ctx.progress.bar(f"{label} baseline consuming", count) as bar:
+                started_cpu_s = time.process_time()
                 tag = await queue.consume(on_message)
                 async with asyncio.timeout(60 + count / 200):
                     while not done.is_set():
@@ -206,7 +235,8 @@ async def raw_consume_rate(
                             await asyncio.wait_for(done.wait(), 0.2)
                         except TimeoutError:
                             continue
+                cpu_s = time.process_time() - started_cpu_s
                 await queue.cancel(tag)
         finally:
             await queue.delete(if_unused=False, if_empty=False)
-    return steady_rate(acked, LOW, HIGH)
+    return Consumed(steady_rate(acked, LOW, HIGH), per_unit_us(cpu_s, count))

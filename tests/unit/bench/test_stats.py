@@ -10,6 +10,7 @@ import pytest
 from taskflow_bench.stats import (
     histogram,
     merge,
+    per_unit_us,
     percentile,
     quantile_index,
     rate,
@@ -70,6 +71,12 @@ def test_rate_and_ratio_are_nan_rather_than_infinite() -> None:
     assert ratio(3, 4) == 0.75
     assert math.isnan(ratio(3, 0))
     assert math.isnan(ratio(3, math.nan))
+
+
+def test_cpu_per_unit_is_in_microseconds_and_nan_for_no_units() -> None:
+    assert per_unit_us(0.5, 1000) == pytest.approx(500.0)
+    assert math.isnan(per_unit_us(0.5, 0))
+    assert math.isnan(per_unit_us(math.nan, 10))  # a process the bench did not start
 
 
 def test_quantile_index_matches_percentile_disc() -> None:
