@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 
 
-class _Link:
+class Link:
     """One forwarded connection; `frozen` once its client's bytes are being dropped."""
 
     frozen = False
@@ -107,7 +107,7 @@ class TcpProxy:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        link: _Link,
+        link: Link,
         *,
         to_client: bool,
     ) -> None:
@@ -127,10 +127,10 @@ class TcpProxy:
                 writer.write(self._passing(link, data, to_client=to_client))
                 await writer.drain()
 
-    def _link(self) -> _Link:
+    def _link(self) -> Link:
         """The state of a new forwarded connection."""
-        return _Link()
+        return Link()
 
-    def _passing(self, link: _Link, data: bytes, *, to_client: bool) -> bytes:
+    def _passing(self, link: Link, data: bytes, *, to_client: bool) -> bytes:
         """What of `data` to forward now (a subclass may hold some back): all of it."""
         return data

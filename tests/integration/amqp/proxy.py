@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pamqp.commands
 import pamqp.frame
 
-from tests.integration.proxy import TcpProxy, _Link
+from tests.integration.proxy import Link, TcpProxy
 
 _PROTOCOL_HEADER = 8  # b"AMQP\x00\x00\x09\x01", sent by the client before any frame
 _FRAME_HEADER = 7  # type (1 byte), channel (2), payload size (4); then payload and 0xCE
@@ -66,7 +66,7 @@ def _consume_from(frame: bytes, queue: str) -> bytes:
     return pamqp.frame.marshal(consume, channel)
 
 
-class _AmqpLink(_Link):
+class _AmqpLink(Link):
     def __init__(self) -> None:
         self.from_client = _Frames(skip=_PROTOCOL_HEADER)
         self.from_server = _Frames()
@@ -90,12 +90,12 @@ class AmqpProxy(TcpProxy):
         """How many connections went through this proxy."""
         return len(self._links)
 
-    def _link(self) -> _Link:
+    def _link(self) -> Link:
         link = _AmqpLink()
         self._links.append(link)
         return link
 
-    def _passing(self, link: _Link, data: bytes, *, to_client: bool) -> bytes:
+    def _passing(self, link: Link, data: bytes, *, to_client: bool) -> bytes:
         assert isinstance(link, _AmqpLink)
         if to_client:
             for _, channel, method in link.from_server.feed(data):
