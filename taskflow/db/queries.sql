@@ -49,6 +49,10 @@ SELECT to_regclass('tasks') IS NOT NULL AND to_regclass('task_events') IS NOT NU
 -- `taskflow-bench store`, within the noise). That index can come in a later migration,
 -- once no instance still runs the conflict target without the WHERE, which cannot use it
 -- (README, "PostgreSQL's cost per task").
+-- The rows go in by idempotency key (then in the batch's order): an insert that meets a key
+-- another transaction has inserted but not committed waits for it, so two batches taking
+-- the same keys in different orders (two instances, a client retrying a burst) would
+-- deadlock, and PostgreSQL would fail one of them whole. In one order, one of them waits.
 INSERT INTO tasks (id, title, description, payload, source, idempotency_key, fingerprint,
                    status, attempts, lease_owner, lease_expires_at)
 SELECT d.id, d.title, d.description, d.payload, d.source, d.idempotency_key, d.fingerprint,
@@ -57,8 +61,9 @@ SELECT d.id, d.title, d.description, d.payload, d.source, d.idempotency_key, d.f
        CASE WHEN d.claimed THEN $9::text END,
        CASE WHEN d.claimed THEN now() + make_interval(secs => $10::float8) END
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[],
-            $7::bytea[], $8::bool[])
-    AS d(id, title, description, payload, source, idempotency_key, fingerprint, claimed)
+            $7::bytea[], $8::bool[]) WITH ORDINALITY
+    AS d(id, title, description, payload, source, idempotency_key, fingerprint, claimed, n)
+ORDER BY d.idempotency_key, d.n
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 

@@ -154,3 +154,26 @@ async def test_the_create_works_with_a_key_index_of_only_the_keyed_tasks(
     assert [t.title for t in again.created] == ["free"]
     assert again.existing["k-1"][0].id == first.created[0].id
     assert await db.fetchval("SELECT count(*) FROM tasks") == 3
+
+
+async def test_two_instances_creating_the_same_keys_in_opposite_orders_do_not_deadlock(
+    db: asyncpg.Connection, db_url: str
+) -> None:
+    # Two instances (two intakes, each with its own batch) take creates with the same keys
+    # in different orders, as a client retrying a burst through another instance would
+    # send them. An INSERT ... ON CONFLICT waits for the other transaction's uncommitted
+    # key; taken in opposite orders that is a deadlock, and PostgreSQL fails a whole batch.
+    keys = [f"burst-{n:04d}" for n in range(400)]
+
+    def batch(order: list[str]) -> list[NewTask]:
+        return [NewTask("burst", None, {"key": key}, Source.AMQP, key) for key in order]
+
+    async with TaskStore.connect(db_url) as one, TaskStore.connect(db_url) as two:
+        for _ in range(3):
+            await db.execute("DELETE FROM tasks")
+            first, second = await asyncio.gather(
+                one.insert_tasks(batch(keys)), two.insert_tasks(batch(keys[::-1]))
+            )
+            assert len(first.created) + len(second.created) == len(keys)
+            assert len(first.existing) + len(second.existing) == len(keys)
+            assert await db.fetchval("SELECT count(DISTINCT idempotency_key) FROM tasks") == 400
