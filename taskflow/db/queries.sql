@@ -290,17 +290,31 @@ SELECT count(*) FROM gone;
 -- saw them (a row changed meanwhile by another transaction shows its old status: the
 -- caller runs the statement again for those). `new` and `in_progress` are written by the
 -- lease, as in claim_new_by_ids, so that the primary key is the only index to use.
-WITH cancelled AS (
+-- The rows are locked first. With $3 false, without waiting (SKIP LOCKED): a row another
+-- transaction holds (a finish or a lease renewal, which lock their rows in an order of their
+-- own) is returned `busy`, and the caller runs the statement again for it alone with $3
+-- true, which waits for its lock. A cancel that waited for a row while holding others could
+-- deadlock with such a transaction; one that holds nothing else cannot.
+WITH skipping AS (
+    SELECT id FROM tasks WHERE id = ANY($1::uuid[]) AND NOT $3::bool
+    ORDER BY id FOR UPDATE SKIP LOCKED
+), waiting AS (
+    SELECT id FROM tasks WHERE id = ANY($1::uuid[]) AND $3::bool ORDER BY id FOR UPDATE
+), locked AS (
+    SELECT id FROM skipping UNION ALL SELECT id FROM waiting
+), cancelled AS (
     UPDATE tasks t
     SET status = 'cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
         reason = $2
-    WHERE t.id = ANY($1::uuid[]) AND t.lease_owner IS NULL AND NOT taskflow_is_terminal(t.status)
+    WHERE t.id = ANY($1::uuid[]) AND t.id IN (SELECT id FROM locked)
+      AND t.lease_owner IS NULL AND NOT taskflow_is_terminal(t.status)
     RETURNING t.*
 ), requested AS (
     UPDATE tasks t
     SET cancel_requested_at = coalesce(t.cancel_requested_at, clock_timestamp()),
         updated_at = clock_timestamp(), reason = $2
-    WHERE t.id = ANY($1::uuid[]) AND t.lease_owner IS NOT NULL
+    WHERE t.id = ANY($1::uuid[]) AND t.id IN (SELECT id FROM locked)
+      AND t.lease_owner IS NOT NULL
     RETURNING t.*
 )
 SELECT 'cancelled' AS outcome, * FROM cancelled
@@ -311,8 +325,11 @@ WHERE pg_notify('taskflow_control', concat_ws(':', id, attempts,
                 extract(epoch FROM cancel_requested_at)))::text = ''
 UNION ALL
 SELECT 'unchanged', * FROM tasks
-WHERE id = ANY($1::uuid[])
-  AND id NOT IN (SELECT id FROM cancelled UNION ALL SELECT id FROM requested);
+WHERE id = ANY($1::uuid[]) AND id IN (SELECT id FROM locked)
+  AND id NOT IN (SELECT id FROM cancelled UNION ALL SELECT id FROM requested)
+UNION ALL
+SELECT 'busy', * FROM tasks
+WHERE id = ANY($1::uuid[]) AND id NOT IN (SELECT id FROM locked);
 
 -- name: retry_tasks
 -- Retries the tasks $1 (reason $2) in one statement: `failed`/`cancelled` → `new`, with

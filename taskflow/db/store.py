@@ -304,7 +304,9 @@ class TaskStore:
         """Cancel the tasks `ids`: `new` ones now, running ones by request (their holder is
         notified). Unknown ids are left out of the answer."""
         return await self._control(
-            lambda some: self._fetch("cancel_tasks", some, reason), ids, _cancel_result
+            lambda some, wait: self._fetch("cancel_tasks", some, reason, wait),
+            ids,
+            _cancel_result,
         )
 
     async def retry(
@@ -313,12 +315,12 @@ class TaskStore:
         """Retry the `failed` and `cancelled` tasks among `ids` (back to `new`). Unknown ids
         are left out of the answer."""
         return await self._control(
-            lambda some: self._fetch("retry_tasks", some, reason), ids, _retry_result
+            lambda some, _: self._fetch("retry_tasks", some, reason), ids, _retry_result
         )
 
     async def _control(
         self,
-        run: Callable[[list[uuid.UUID]], Awaitable[list[asyncpg.Record]]],
+        run: Callable[[list[uuid.UUID], bool], Awaitable[list[asyncpg.Record]]],
         ids: Sequence[uuid.UUID],
         judge: Callable[[str, Task], ControlOutcome | None],
     ) -> dict[uuid.UUID, ControlResult]:
@@ -327,23 +329,30 @@ class TaskStore:
         A task changed by another transaction while the statement waited for its row lock
         is re-checked by the UPDATE but reported with its old status: `judge` returns None
         for those, and they go into the next round (bounded; after the last they count as
-        a conflict with the status last seen).
+        a conflict with the status last seen). A task another transaction holds locked is
+        `busy` (a cancel does not wait for a lock while it holds others: that could
+        deadlock): the statement runs again for it alone, waiting (`run(ids, wait)`).
         """
         results: dict[uuid.UUID, ControlResult] = {}
         pending = list(dict.fromkeys(ids))
         for round_ in range(CONTROL_ROUNDS):
             if not pending:
                 break
-            rows = await run(pending)
+            rows = await run(pending, False)
+            for busy in [row["id"] for row in rows if row["outcome"] == "busy"]:
+                rows.extend(await run([busy], True))
             pending = []
             for row in rows:
+                change = row["outcome"]
+                if change == "busy":
+                    continue  # its own run, waiting, is among the rows
                 task = _task(row)
-                outcome = judge(row["outcome"], task)
+                outcome = judge(change, task)
                 if outcome is None and round_ < CONTROL_ROUNDS - 1:
                     pending.append(task.id)
                 else:
                     results[task.id] = ControlResult(
-                        outcome or ControlOutcome.CONFLICT, task, row["outcome"] != "unchanged"
+                        outcome or ControlOutcome.CONFLICT, task, change != "unchanged"
                     )
         return results
 

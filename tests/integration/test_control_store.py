@@ -4,6 +4,7 @@ control notification, and the answer for a task another transaction changes mean
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 
 from taskflow.actors.cancels import CONTROL_CHANNEL, parse_control
-from taskflow.db.store import TaskStore
+from taskflow.db.store import CreateClaimed, TaskStore
 from taskflow.models import ControlOutcome, Outcome, Status
 from tests.unit.helpers import new_task
 
@@ -84,6 +85,61 @@ async def test_a_cancel_waiting_on_a_claim_reports_what_the_claim_made(
     # Its snapshot saw `new`; the UPDATE saw `in_progress`: asked again, it is a request.
     assert results[task.id].outcome is ControlOutcome.CANCEL_REQUESTED
     assert results[task.id].task.status is Status.IN_PROGRESS
+
+
+async def test_a_cancel_never_waits_for_a_lock_while_holding_another(
+    store: TaskStore, db_url: str
+) -> None:
+    # A finish or a lease renewal locks its rows in an order of its own (its plan's). Here
+    # one holds Y, then goes on to X, while a cancel of X and Y runs: a cancel that locked X
+    # and then waited for Y deadlocked with it, and PostgreSQL failed one of the two.
+    x, y = new_task("x"), new_task("y")
+    await store.insert_tasks([x, y], CreateClaimed(OWNER, 30, 2))
+    finisher = await asyncpg.connect(db_url, timeout=10)
+    try:
+        finishing = finisher.transaction()
+        await finishing.start()
+        await finisher.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", y.id)
+        cancel = asyncio.create_task(store.cancel([x.id, y.id], "stop"))
+        await asyncio.sleep(0.3)
+        assert not cancel.done()  # X is requested; Y waits for the finisher, alone
+        await asyncio.wait_for(
+            finisher.execute("UPDATE tasks SET updated_at = now() WHERE id = $1", x.id), 10
+        )
+        await finishing.commit()
+        results = await asyncio.wait_for(cancel, 10)
+    finally:
+        await finisher.close(timeout=10)
+    assert {i: (r.outcome, r.changed) for i, r in results.items()} == {
+        x.id: (ControlOutcome.CANCEL_REQUESTED, True),
+        y.id: (ControlOutcome.CANCEL_REQUESTED, True),
+    }
+
+
+async def test_a_bulk_cancel_and_a_finish_of_the_same_running_tasks_both_succeed(
+    store: TaskStore, db_url: str
+) -> None:
+    # The same race at scale, in random orders: every cancel gets an answer (requested, or
+    # a conflict when the finish committed first) and every outcome is written.
+    async with TaskStore.connect(db_url) as other:
+        for _ in range(5):
+            inserted = await store.insert_tasks(
+                [new_task(f"t{i}") for i in range(200)], CreateClaimed(OWNER, 30, 200)
+            )
+            claims = list(inserted.claimed)
+            random.shuffle(claims)
+            ids = [c.task_id for c in claims]
+            random.shuffle(ids)
+            written, results = await asyncio.gather(
+                store.finish([Outcome(c, Status.COMPLETED, result={}) for c in claims], OWNER),
+                other.cancel(ids, "stop"),
+            )
+            assert len(written) == 200
+            assert {r.outcome for r in results.values()} <= {
+                ControlOutcome.CANCEL_REQUESTED,
+                ControlOutcome.CONFLICT,
+            }
+            assert len(results) == 200
 
 
 async def test_retry_of_each_status_keeps_the_attempts(store: TaskStore) -> None:

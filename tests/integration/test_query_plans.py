@@ -171,7 +171,7 @@ BY_ID = {
     "claim_new_by_ids": "uuid[], text, float8",
     "renew_leases": "uuid[], text, float8",
     "release_leases": "uuid[], text",
-    "cancel_tasks": "uuid[], text",
+    "cancel_tasks": "uuid[], text, bool",
     "retry_tasks": "uuid[], text",
 }
 
@@ -215,7 +215,7 @@ async def test_statements_by_id_probe_the_primary_key_whatever_the_statistics_sa
         "claim_new_by_ids": await _plan(db, "claim_new_by_ids", ids, "owner", 30.0),
         "renew_leases": await _plan(db, "renew_leases", ids, "owner", 30.0),
         "release_leases": await _plan(db, "release_leases", ids, "owner"),
-        "cancel_tasks": await _plan(db, "cancel_tasks", ids, "why"),
+        "cancel_tasks": await _plan(db, "cancel_tasks", ids, "why", False),
         "retry_tasks": await _plan(db, "retry_tasks", ids, "why"),
     }
     generic = {name: await _generic_plan(db, name) for name in BY_ID}
