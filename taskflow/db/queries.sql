@@ -207,9 +207,22 @@ SELECT data.id, data.attempt FROM data CROSS JOIN LATERAL (
 -- is seen here, within one renewal interval. Fenced by the lease alone (only an
 -- `in_progress` task holds one, by the shape constraints), so that the primary key is the
 -- only index it can use (README, "Id-keyed statements").
-UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
-WHERE id = ANY($1::uuid[]) AND lease_owner = $2
-RETURNING id, cancel_requested_at;
+-- A row another transaction holds locked (a finish or a cancel in flight, which lock their
+-- rows in an order of their own) is skipped, not waited for: waiting for it while holding
+-- others could deadlock with that transaction. It is returned as still held, with its
+-- `cancel_requested_at` as this statement's snapshot saw it, and renewed next time.
+WITH locked AS (
+    SELECT id FROM tasks WHERE id = ANY($1::uuid[]) AND lease_owner = $2
+    ORDER BY id FOR UPDATE SKIP LOCKED
+), renewed AS (
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $3)
+    WHERE id = ANY($1::uuid[]) AND id IN (SELECT id FROM locked) AND lease_owner = $2
+    RETURNING id, cancel_requested_at
+)
+SELECT id, cancel_requested_at FROM renewed
+UNION ALL
+SELECT id, cancel_requested_at FROM tasks
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2 AND id NOT IN (SELECT id FROM locked);
 
 -- name: release_leases
 -- Hands attempts back on shutdown: the lease ends now, so any instance claims them at once.

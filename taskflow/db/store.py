@@ -229,7 +229,9 @@ class TaskStore:
         self, ids: Iterable[uuid.UUID], owner: str, lease_s: float
     ) -> dict[uuid.UUID, datetime | None]:
         """Extend the leases `owner` holds on `ids`; return those still held, each with its
-        `cancel_requested_at` (set when a cancel of the attempt is pending)."""
+        `cancel_requested_at` (set when a cancel of the attempt is pending). A lease whose
+        row another transaction holds locked is not waited for: it is returned, not
+        extended this time."""
         rows = await self._fetch("renew_leases", list(ids), owner, lease_s)
         return {r["id"]: r["cancel_requested_at"] for r in rows}
 

@@ -7,6 +7,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -116,11 +117,48 @@ async def test_a_cancel_never_waits_for_a_lock_while_holding_another(
     }
 
 
-async def test_a_bulk_cancel_and_a_finish_of_the_same_running_tasks_both_succeed(
+async def test_a_lease_renewal_skips_a_row_another_transaction_holds(
+    store: TaskStore, db: asyncpg.Connection, db_url: str
+) -> None:
+    # The lease keeper renews every held attempt in id order while the status writer
+    # finishes some of them in its plan's order. Here the finish holds the later row and
+    # then goes on to the earlier one: a renewal that waited for the later row while
+    # holding the earlier one deadlocked with it.
+    first, later = sorted([new_task("a"), new_task("b")], key=lambda t: t.id)
+    await store.insert_tasks([first, later], CreateClaimed(OWNER, 30, 2))
+    before = await _lease_ends(db, [first.id, later.id])
+    finisher = await asyncpg.connect(db_url, timeout=10)
+    try:
+        finishing = finisher.transaction()
+        await finishing.start()
+        await finisher.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", later.id)
+        kept = await asyncio.wait_for(store.renew([first.id, later.id], OWNER, 600), 10)
+        await asyncio.wait_for(
+            finisher.execute("UPDATE tasks SET updated_at = now() WHERE id = $1", first.id), 10
+        )
+        await finishing.commit()
+    finally:
+        await finisher.close(timeout=10)
+    assert kept == {first.id: None, later.id: None}  # both still held
+    after = await _lease_ends(db, [first.id, later.id])
+    assert after[first.id] > before[first.id]  # renewed
+    assert after[later.id] == before[later.id]  # skipped: renewed next time
+    again = await store.renew([first.id, later.id], OWNER, 600)
+    assert set(again) == {first.id, later.id}
+    assert (await _lease_ends(db, [later.id]))[later.id] > before[later.id]
+
+
+async def _lease_ends(db: asyncpg.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    rows = await db.fetch("SELECT id, lease_expires_at FROM tasks WHERE id = ANY($1)", ids)
+    return {r["id"]: r["lease_expires_at"] for r in rows}
+
+
+async def test_a_bulk_cancel_a_renewal_and_a_finish_of_the_same_running_tasks_all_succeed(
     store: TaskStore, db_url: str
 ) -> None:
-    # The same race at scale, in random orders: every cancel gets an answer (requested, or
-    # a conflict when the finish committed first) and every outcome is written.
+    # The same races at scale, in random orders: every cancel gets an answer (requested, or
+    # a conflict when the finish committed first), the renewal answers, and every outcome
+    # is written.
     async with TaskStore.connect(db_url) as other:
         for _ in range(5):
             inserted = await store.insert_tasks(
@@ -130,9 +168,10 @@ async def test_a_bulk_cancel_and_a_finish_of_the_same_running_tasks_both_succeed
             random.shuffle(claims)
             ids = [c.task_id for c in claims]
             random.shuffle(ids)
-            written, results = await asyncio.gather(
+            written, results, _ = await asyncio.gather(
                 store.finish([Outcome(c, Status.COMPLETED, result={}) for c in claims], OWNER),
                 other.cancel(ids, "stop"),
+                store.renew(sorted(ids), OWNER, 30),
             )
             assert len(written) == 200
             assert {r.outcome for r in results.values()} <= {
