@@ -80,6 +80,12 @@ class StoreError(TaskflowError):
     code = "database_error"
 
 
+class StoreConflict(Overloaded):
+    """PostgreSQL rolled back a statement for a conflict with a concurrent transaction (a
+    deadlock, a serialization failure): nothing was written, and the same request succeeds
+    when tried again. A `503` with `Retry-After`, as an overload is."""
+
+
 class EmbeddedDatabaseError(TaskflowError):
     """The embedded PostgreSQL (used while DATABASE_URL is unset) could not start, join or stop.
 

@@ -29,9 +29,10 @@ _STATUS: dict[type[errors.TaskflowError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.ValidationFailed: 422,
     errors.Overloaded: 503,
+    errors.StoreConflict: 503,
     errors.StoreUnavailable: 503,
 }
-_RETRY_AFTER = {errors.Overloaded: "1", errors.StoreUnavailable: "5"}
+_RETRY_AFTER = {errors.Overloaded: "1", errors.StoreConflict: "1", errors.StoreUnavailable: "5"}
 
 # Methods are labels as they are; any other token a client sends counts as "other", so
 # nobody can grow the number of series by inventing methods.

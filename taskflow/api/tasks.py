@@ -53,7 +53,7 @@ ERROR_TEXTS = {
     413: "Body too large",
     415: "Body is not JSON",
     422: "Validation failed; `details` has a message per field",
-    503: "Overloaded or PostgreSQL unreachable; see Retry-After",
+    503: "Overloaded, PostgreSQL unreachable, or a write rolled back; see Retry-After",
 }
 
 

@@ -18,7 +18,7 @@ import structlog
 
 from taskflow.backoff import Backoff
 from taskflow.db.queries import queries
-from taskflow.errors import StoreError, StoreUnavailable, TaskflowError
+from taskflow.errors import StoreConflict, StoreError, StoreUnavailable, TaskflowError
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,11 @@ def translate(exc: BaseException) -> TaskflowError:
     if isinstance(exc, UNREACHABLE):
         reason = str(exc) or type(exc).__name__
         return StoreUnavailable(f"PostgreSQL is unreachable: {reason}")
+    if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):  # SQLSTATE class 40
+        return StoreConflict(
+            "PostgreSQL rolled the change back for a conflict with a concurrent one"
+            f" ({exc.sqlstate}); nothing was written: retry"
+        )
     return StoreError(f"PostgreSQL error: {exc}")
 
 
