@@ -135,9 +135,13 @@ def _check_amqp(amqp: ScenarioResult) -> None:
         assert math.isnan(run["tasks_per_s"])
         assert math.isnan(run["ratio"])
         assert math.isnan(run["cpu_us_per_message"])
+        assert math.isnan(run["intake_per_s"])
     else:
         assert run["tasks_per_s"] > 0
         assert run["cpu_us_per_message"] >= 0
+        # The second run, with processing held off, measured its own rate.
+        assert run["intake_per_s"] > 0
+        assert run["intake_ratio"] == pytest.approx(run["intake_per_s"] / run["baseline_per_s"])
 
 
 def test_command_prints_json_with_the_median_of_repetitions(

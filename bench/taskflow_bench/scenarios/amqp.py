@@ -9,6 +9,11 @@ Beside the rates, the CPU time per message of each (taskflow's service from its 
 to the last commit; the bare consumer, which runs in the bench's own process, while it
 consumes) and their ratio: the bare consumer's cost over taskflow's, which says how
 cheap taskflow's intake is without depending on how busy the machine's cores are.
+The service processes the tasks (no work, so claims and finishes) while it takes the
+messages in, on the same thread; the bare consumer only acks. So each repetition also
+runs taskflow once more with processing held off (`HELD_OFF_WORK_S` of work: the first
+tasks are claimed and nothing finishes inside the window), and reports that rate and
+CPU ratio too: what taking a message in costs by itself. The target stays on the first.
 A service without an AMQP consumer (its readiness never says `consuming`) is reported
 as "consumer not available", with the baseline still measured.
 """
@@ -38,6 +43,7 @@ BASELINE_ONLY = "only the aio-pika baseline was measured"
 PREFETCH = 1000
 PUBLISH_CHUNK = 1000
 CONSUMER_WAIT_S = 10.0
+HELD_OFF_WORK_S = 600.0
 LOW, HIGH = 0.1, 0.9
 
 METRICS = (
@@ -47,6 +53,9 @@ METRICS = (
     MetricSpec("cpu_us_per_message", "taskflow service CPU per message", "µs", 0),
     MetricSpec("baseline_cpu_us_per_message", "aio-pika consumer CPU per message", "µs", 0),
     MetricSpec("cpu_ratio", "aio-pika CPU / taskflow CPU per message", "", 2),
+    MetricSpec("intake_per_s", "taskflow messages → tasks/s, processing held off", "1/s"),
+    MetricSpec("intake_ratio", "the same / aio-pika", "", 2),
+    MetricSpec("intake_cpu_ratio", "aio-pika CPU / taskflow CPU, processing held off", "", 2),
 )
 TARGETS = (Target("ratio", ">=", 1.0),)
 
@@ -69,7 +78,7 @@ async def run(ctx: Context) -> ScenarioResult:
         for rep in range(1, o.repetitions + 1):
             label = f"amqp {rep}/{o.repetitions}"
             baseline = await raw_consume_rate(ctx, connection, o.messages, label)
-            tasks = Consumed(math.nan, math.nan)
+            tasks = intake = Consumed(math.nan, math.nan)
             if available:
                 state, measured = await taskflow_rate(ctx, connection, label)
                 if measured is None:
@@ -77,6 +86,10 @@ async def run(ctx: Context) -> ScenarioResult:
                     result.note = f"consumer not available (amqp state: {state}): {BASELINE_ONLY}"
                 else:
                     tasks = measured
+                    _, alone = await taskflow_rate(
+                        ctx, connection, f"{label} processing held off", HELD_OFF_WORK_S
+                    )
+                    intake = alone or intake
             result.runs.append(
                 {
                     "tasks_per_s": tasks.per_s,
@@ -85,6 +98,9 @@ async def run(ctx: Context) -> ScenarioResult:
                     "cpu_us_per_message": tasks.cpu_us,
                     "baseline_cpu_us_per_message": baseline.cpu_us,
                     "cpu_ratio": ratio(baseline.cpu_us, tasks.cpu_us),
+                    "intake_per_s": intake.per_s,
+                    "intake_ratio": ratio(intake.per_s, baseline.per_s),
+                    "intake_cpu_ratio": ratio(baseline.cpu_us, intake.cpu_us),
                 }
             )
     return result
@@ -99,13 +115,14 @@ class Consumed:
 
 
 async def taskflow_rate(
-    ctx: Context, connection: AbstractRobustConnection, label: str
+    ctx: Context, connection: AbstractRobustConnection, label: str, work_s: float = 0.0
 ) -> tuple[str, Consumed | None]:
     """The consumer's state and its messages/s to committed tasks (None: no consumer),
-    with the service's CPU time per message from its readiness to the last commit."""
+    with the service's CPU time per message from its readiness to the last commit, for a
+    service whose attempts take `work_s`."""
     count = ctx.options.messages
     async with ctx.database() as db:
-        config = ctx.service_config(db.url)
+        config = ctx.service_config(db.url, work_s=work_s)
         try:
             async with (
                 messages_waiting(ctx, connection, config, count, label),
