@@ -7,7 +7,8 @@ stack trace of an unexpected error reaches a response; it is logged instead.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -20,6 +21,10 @@ from taskflow.validation import MAX_BODY_BYTES
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
+# An error's answer is its class's, or the nearest base class's (`StoreConflict` is
+# answered as the `Overloaded` it is).
 _STATUS: dict[type[errors.TaskflowError], int] = {
     errors.BadRequest: 400,
     errors.InvalidJson: 400,
@@ -29,10 +34,18 @@ _STATUS: dict[type[errors.TaskflowError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.ValidationFailed: 422,
     errors.Overloaded: 503,
-    errors.StoreConflict: 503,
     errors.StoreUnavailable: 503,
 }
-_RETRY_AFTER = {errors.Overloaded: "1", errors.StoreConflict: "1", errors.StoreUnavailable: "5"}
+_RETRY_AFTER: dict[type[errors.TaskflowError], str] = {
+    errors.Overloaded: "1",
+    errors.StoreUnavailable: "5",
+}
+
+
+def _answer(table: Mapping[type[errors.TaskflowError], T], exc: errors.TaskflowError) -> T | None:
+    """`table`'s entry for the class of `exc` or its nearest base class, or None."""
+    return next((table[kind] for kind in type(exc).__mro__ if kind in table), None)
+
 
 # Methods are labels as they are; any other token a client sends counts as "other", so
 # nobody can grow the number of series by inventing methods.
@@ -65,8 +78,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except errors.TaskflowError as exc:
-        status = _STATUS.get(type(exc), 500)
-        retry = _RETRY_AFTER.get(type(exc))
+        status = _answer(_STATUS, exc) or 500
+        retry = _answer(_RETRY_AFTER, exc)
         if status >= 500:
             log.warning("request failed", path=request.path, code=exc.code, error=exc.message)
         if status == 500:  # not the client's doing: what went wrong stays in the log
