@@ -7,6 +7,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import asyncpg
@@ -96,21 +97,12 @@ async def test_a_cancel_never_waits_for_a_lock_while_holding_another(
     # and then waited for Y deadlocked with it, and PostgreSQL failed one of the two.
     x, y = new_task("x"), new_task("y")
     await store.insert_tasks([x, y], CreateClaimed(OWNER, 30, 2))
-    finisher = await asyncpg.connect(db_url, timeout=10)
-    try:
-        finishing = finisher.transaction()
-        await finishing.start()
-        await finisher.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", y.id)
+    async with _finishing(db_url, y.id) as finisher:
         cancel = asyncio.create_task(store.cancel([x.id, y.id], "stop"))
         await asyncio.sleep(0.3)
         assert not cancel.done()  # X is requested; Y waits for the finisher, alone
-        await asyncio.wait_for(
-            finisher.execute("UPDATE tasks SET updated_at = now() WHERE id = $1", x.id), 10
-        )
-        await finishing.commit()
-        results = await asyncio.wait_for(cancel, 10)
-    finally:
-        await finisher.close(timeout=10)
+        await asyncio.wait_for(_touch(finisher, x.id), 10)
+    results = await asyncio.wait_for(cancel, 10)
     assert {i: (r.outcome, r.changed) for i, r in results.items()} == {
         x.id: (ControlOutcome.CANCEL_REQUESTED, True),
         y.id: (ControlOutcome.CANCEL_REQUESTED, True),
@@ -127,18 +119,9 @@ async def test_a_lease_renewal_skips_a_row_another_transaction_holds(
     first, later = sorted([new_task("a"), new_task("b")], key=lambda t: t.id)
     await store.insert_tasks([first, later], CreateClaimed(OWNER, 30, 2))
     before = await _lease_ends(db, [first.id, later.id])
-    finisher = await asyncpg.connect(db_url, timeout=10)
-    try:
-        finishing = finisher.transaction()
-        await finishing.start()
-        await finisher.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", later.id)
+    async with _finishing(db_url, later.id) as finisher:
         kept = await asyncio.wait_for(store.renew([first.id, later.id], OWNER, 600), 10)
-        await asyncio.wait_for(
-            finisher.execute("UPDATE tasks SET updated_at = now() WHERE id = $1", first.id), 10
-        )
-        await finishing.commit()
-    finally:
-        await finisher.close(timeout=10)
+        await asyncio.wait_for(_touch(finisher, first.id), 10)
     assert kept == {first.id: None, later.id: None}  # both still held
     after = await _lease_ends(db, [first.id, later.id])
     assert after[first.id] > before[first.id]  # renewed
@@ -146,6 +129,24 @@ async def test_a_lease_renewal_skips_a_row_another_transaction_holds(
     again = await store.renew([first.id, later.id], OWNER, 600)
     assert set(again) == {first.id, later.id}
     assert (await _lease_ends(db, [later.id]))[later.id] > before[later.id]
+
+
+@asynccontextmanager
+async def _finishing(db_url: str, task_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that holds `task_id`'s row, as a finish in flight does; committed when
+    the block ends."""
+    finisher = await asyncpg.connect(db_url, timeout=10)
+    try:
+        async with finisher.transaction():
+            await finisher.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            yield finisher
+    finally:
+        await finisher.close(timeout=10)
+
+
+async def _touch(conn: asyncpg.Connection, task_id: uuid.UUID) -> None:
+    """Lock and change `task_id`'s row in `conn`'s transaction, as a finish going on does."""
+    await conn.execute("UPDATE tasks SET updated_at = now() WHERE id = $1", task_id)
 
 
 async def _lease_ends(db: asyncpg.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
