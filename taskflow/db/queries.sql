@@ -350,12 +350,22 @@ WHERE id = ANY($1::uuid[]) AND id NOT IN (SELECT id FROM locked);
 -- others are returned `unchanged` (as in cancel_tasks, with this statement's snapshot).
 -- "Failed or cancelled" is written as "neither new, running nor completed" (`<> ALL`, which
 -- no index serves), so that the primary key is the only index to use.
-WITH retried AS (
+-- The rows to retry are locked first, in id order, whatever the plan: an UPDATE locks its
+-- rows in its plan's order (an index scan's is by id, a sequential scan's is the table's),
+-- so two overlapping retries with different plans could each hold a row the other waits
+-- for. No finish or lease renewal holds a failed or cancelled row, and a cancel does not
+-- wait for one while it holds others, so waiting here, in id order, cannot deadlock.
+WITH locked AS (
+    SELECT id FROM tasks
+    WHERE id = ANY($1::uuid[]) AND status NOT IN ('new', 'in_progress', 'completed')
+    ORDER BY id FOR UPDATE
+), retried AS (
     UPDATE tasks t
     SET status = 'new', result = NULL, error = NULL, finished_at = NULL,
         cancel_requested_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
         reason = $2, updated_at = clock_timestamp()
-    WHERE t.id = ANY($1::uuid[]) AND t.status NOT IN ('new', 'in_progress', 'completed')
+    WHERE t.id = ANY($1::uuid[]) AND t.id IN (SELECT id FROM locked)
+      AND t.status NOT IN ('new', 'in_progress', 'completed')
     RETURNING t.*
 )
 SELECT 'retried' AS outcome, * FROM retried

@@ -333,7 +333,8 @@ class TaskStore:
         for those, and they go into the next round (bounded; after the last they count as
         a conflict with the status last seen). A task another transaction holds locked is
         `busy` (a cancel does not wait for a lock while it holds others: that could
-        deadlock): the statement runs again for it alone, waiting (`run(ids, wait)`).
+        deadlock): the statement runs again for one of them alone, waiting
+        (`run(ids, wait)`), then for the rest without waiting, until none is busy.
         """
         results: dict[uuid.UUID, ControlResult] = {}
         pending = list(dict.fromkeys(ids))
@@ -341,8 +342,15 @@ class TaskStore:
             if not pending:
                 break
             rows = await run(pending, False)
-            for busy in [row["id"] for row in rows if row["outcome"] == "busy"]:
-                rows.extend(await run([busy], True))
+            busy = [row["id"] for row in rows if row["outcome"] == "busy"]
+            while busy:
+                # Wait for one, holding nothing else; the transaction that held it has
+                # most likely ended, and with it the locks on the others: try them again
+                # together (each pass settles at least the one waited for).
+                rows.extend(await run(busy[:1], True))
+                again = await run(busy[1:], False) if len(busy) > 1 else []
+                rows.extend(again)
+                busy = [row["id"] for row in again if row["outcome"] == "busy"]
             pending = []
             for row in rows:
                 change = row["outcome"]

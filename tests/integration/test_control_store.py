@@ -97,7 +97,7 @@ async def test_a_cancel_never_waits_for_a_lock_while_holding_another(
     # and then waited for Y deadlocked with it, and PostgreSQL failed one of the two.
     x, y = new_task("x"), new_task("y")
     await store.insert_tasks([x, y], CreateClaimed(OWNER, 30, 2))
-    async with _finishing(db_url, y.id) as finisher:
+    async with _holding(db_url, y.id) as finisher:
         cancel = asyncio.create_task(store.cancel([x.id, y.id], "stop"))
         await asyncio.sleep(0.3)
         assert not cancel.done()  # X is requested; Y waits for the finisher, alone
@@ -119,7 +119,7 @@ async def test_a_lease_renewal_skips_a_row_another_transaction_holds(
     first, later = sorted([new_task("a"), new_task("b")], key=lambda t: t.id)
     await store.insert_tasks([first, later], CreateClaimed(OWNER, 30, 2))
     before = await _lease_ends(db, [first.id, later.id])
-    async with _finishing(db_url, later.id) as finisher:
+    async with _holding(db_url, later.id) as finisher:
         kept = await asyncio.wait_for(store.renew([first.id, later.id], OWNER, 600), 10)
         await asyncio.wait_for(_touch(finisher, first.id), 10)
     assert kept == {first.id: None, later.id: None}  # both still held
@@ -132,13 +132,15 @@ async def test_a_lease_renewal_skips_a_row_another_transaction_holds(
 
 
 @asynccontextmanager
-async def _finishing(db_url: str, task_id: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction that holds `task_id`'s row, as a finish in flight does; committed when
-    the block ends."""
+async def _holding(db_url: str, *task_ids: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that holds the rows of `task_ids`, as a finish or a cancel in flight
+    does; committed when the block ends."""
     finisher = await asyncpg.connect(db_url, timeout=10)
     try:
         async with finisher.transaction():
-            await finisher.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            await finisher.execute(
+                "SELECT 1 FROM tasks WHERE id = ANY($1) FOR UPDATE", list(task_ids)
+            )
             yield finisher
     finally:
         await finisher.close(timeout=10)
@@ -147,6 +149,81 @@ async def _finishing(db_url: str, task_id: uuid.UUID) -> AsyncIterator[asyncpg.C
 async def _touch(conn: asyncpg.Connection, task_id: uuid.UUID) -> None:
     """Lock and change `task_id`'s row in `conn`'s transaction, as a finish going on does."""
     await conn.execute("UPDATE tasks SET updated_at = now() WHERE id = $1", task_id)
+
+
+async def test_a_cancel_of_many_rows_one_finish_holds_waits_for_it_once(
+    store: TaskStore, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every row is busy: the cancel waits for one of them alone, and once the finish has
+    # committed, the rest go through together (not one waiting statement per row).
+    inserted = await store.insert_tasks(
+        [new_task(f"t{i}") for i in range(40)], CreateClaimed(OWNER, 30, 40)
+    )
+    ids = [c.task_id for c in inserted.claimed]
+    statements: list[str] = []
+    fetch = store._fetch
+
+    async def counted(name: str, *args: object) -> list[asyncpg.Record]:
+        statements.append(name)
+        return await fetch(name, *args)
+
+    monkeypatch.setattr(store, "_fetch", counted)
+    async with _holding(db_url, *ids):
+        cancel = asyncio.create_task(store.cancel(ids, "stop"))
+        await asyncio.sleep(0.3)
+        assert not cancel.done()  # waiting for the finish
+    results = await asyncio.wait_for(cancel, 10)
+    assert {r.outcome for r in results.values()} == {ControlOutcome.CANCEL_REQUESTED}
+    assert set(results) == set(ids)
+    # All busy; one waited for; the other 39 together.
+    assert statements == ["cancel_tasks"] * 3
+
+
+async def test_a_retry_locks_its_rows_in_id_order_whatever_its_plan(
+    store: TaskStore, db_url: str
+) -> None:
+    # An UPDATE locks its rows in its plan's order: by id in an index scan, in the table's
+    # order in a sequential scan. Here the table holds `high` before `low`; a cancel in
+    # flight holds `high`; retry A (a sequential scan) and then retry B (an index scan)
+    # of both start. Locking as it scanned, A waited for `high` and B took `low` and
+    # waited for `high`; once the cancel committed, A got `high` and waited for `low`:
+    # a deadlock, and PostgreSQL failed one of the two.
+    low, high = sorted([new_task("a"), new_task("b")], key=lambda t: t.id)
+    claimed = [*(await store.insert_tasks([high], CreateClaimed(OWNER, 30, 1))).claimed]
+    claimed += (await store.insert_tasks([low], CreateClaimed(OWNER, 30, 1))).claimed
+    for claim in claimed:  # one at a time: their new row versions stay in that order
+        await store.finish([Outcome(claim, Status.FAILED, error="boom")], OWNER)
+    retry = store.db.queries["retry_tasks"]
+    both = [low.id, high.id]
+    scanning, probing = [await asyncpg.connect(db_url, timeout=10) for _ in range(2)]
+    try:
+        await scanning.execute(
+            "SET enable_indexscan = off; SET enable_bitmapscan = off; SET enable_tidscan = off"
+        )
+        await probing.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        for conn, scan in ((scanning, "Seq Scan on tasks"), (probing, "Index Scan")):
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {retry}", both, "?"))
+            assert scan in plan
+        async with _holding(db_url, high.id):
+            a = asyncio.create_task(scanning.fetch(retry, both, "a"))
+            await asyncio.sleep(0.3)
+            b = asyncio.create_task(probing.fetch(retry, both, "b"))
+            await asyncio.sleep(0.3)
+            assert not a.done()  # waiting for `high` (and, fixed, holding `low`)
+            assert not b.done()  # waiting for `high` (fixed: for `low`, holding nothing)
+        rows_a, rows_b = await asyncio.wait_for(asyncio.gather(a, b), 10)
+    finally:
+        await scanning.close(timeout=10)
+        await probing.close(timeout=10)
+    assert sorted((r["id"], r["outcome"]) for r in rows_a) == [
+        (low.id, "retried"),
+        (high.id, "retried"),
+    ]
+    # B's snapshot saw both failed; A had retried them by the time B got their locks.
+    assert sorted((r["id"], r["outcome"], r["status"]) for r in rows_b) == [
+        (low.id, "unchanged", "failed"),
+        (high.id, "unchanged", "failed"),
+    ]
 
 
 async def _lease_ends(db: asyncpg.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
