@@ -2,8 +2,9 @@
 
 Reads `GET /tasks/{id}/events` as Server-Sent Events, prints each change as one JSON
 line, and resumes with `Last-Event-ID` after a dropped connection (waiting the `retry:`
-the server asked for). Exits 0 when the task completes, 1 when it fails or is cancelled,
-2 when there is no such task or the request is refused.
+the server asked for). Exits 0 when the task completes, 1 when it fails or is cancelled
+(its last event: a retried task's history has earlier terminal events), 2 when there is no
+such task or the request is refused.
 """
 
 from __future__ import annotations
@@ -83,27 +84,35 @@ async def watch(base_url: str, task_id: str, token: str | None) -> int:
         headers["Authorization"] = f"Bearer {token}"
     reader = SseReader()
     failures = 0
+    last: str | None = None  # the status of the last event printed
     async with ClientSession(timeout=ClientTimeout(total=None, connect=10)) as session:
         while True:
             if reader.last_id is not None:
                 headers["Last-Event-ID"] = reader.last_id
             try:
                 async with session.get(url, headers=headers) as response:
-                    if response.status == 204:
+                    if response.status == 204:  # the last event printed was the task's last
+                        if last in EXIT_CODES:
+                            return EXIT_CODES[last]
                         return await _final_status(session, base_url, task_id, headers)
                     if response.status != 200:
                         print(
                             f"taskflow: {response.status}: {await response.text()}", file=sys.stderr
                         )
                         return 2
+                    status = None  # of this response's last event
                     async for message in reader.messages(response):
                         failures = 0
                         if message.event != "status":
                             continue
                         print(message.data, flush=True)
-                        status = orjson.loads(message.data).get("status")
-                        if status in EXIT_CODES:
-                            return EXIT_CODES[status]
+                        status = last = orjson.loads(message.data).get("status")
+                    if status in EXIT_CODES:
+                        # A terminal event is the end only if it is the task's last: a
+                        # retried task's history has more after it, and a server that shuts
+                        # down may close the stream anywhere. Asked again from here, the
+                        # server answers 204 when it was the last, or goes on.
+                        continue
                     print("taskflow: the stream ended before the task, resuming", file=sys.stderr)
             except (ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
                 print(

@@ -7,6 +7,7 @@ import asyncio
 import socket
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from signal import SIGTERM
 
 import aiohttp
@@ -19,7 +20,7 @@ from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
 from tests.faults.tasks import create_tasks
 from tests.integration.sse import data, first_line, read_messages, stream_headers
-from tests.integration.support import run_command
+from tests.integration.support import run_command, wait_until
 
 FAST = {"work_min_s": 0.0, "work_max_s": 0.0, "failure_rate": 0.0, "processors": 10}
 
@@ -203,6 +204,46 @@ async def test_taskflow_watch_exit_codes(fleet: Fleet) -> None:
     code, _, err = await _watch(bad.url, str(uuid.uuid4()))
     assert code == 2
     assert "404" in err
+
+
+async def test_taskflow_watch_of_a_retried_task_follows_it_to_its_last_outcome(
+    fleet: Fleet,
+) -> None:
+    # The history of a retried task holds a terminal event that is not its last: watch
+    # printed up to the cancel and exited 1, while the retried attempt went on to complete.
+    service = await fleet.start("r", work_min_s=2.0, work_max_s=2.0, failure_rate=0.0)
+    async with fleet.session.post(f"{service.url}/tasks", json={"title": "w"}) as response:
+        task_id = (await response.json())["id"]
+    task_url = f"{service.url}/tasks/{task_id}"
+
+    async def status() -> str:
+        async with fleet.session.get(task_url) as response:
+            return str((await response.json())["status"])
+
+    await wait_until(lambda: _is(status, "in_progress"))
+    async with fleet.session.post(f"{task_url}/cancel") as response:
+        assert response.status == 202, await response.text()
+    await wait_until(lambda: _is(status, "cancelled"))
+    async with fleet.session.post(f"{task_url}/retry") as response:
+        assert response.status == 200, await response.text()
+
+    code, out, err = await _watch(service.url, task_id)  # live, from the retry on
+    assert code == 0, err
+    printed = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(item["seq"], item["status"]) for item in printed] == [
+        (1, "new"),
+        (2, "in_progress"),
+        (3, "cancelled"),
+        (4, "new"),
+        (5, "in_progress"),
+        (6, "completed"),
+    ]
+    code, again, err = await _watch(service.url, task_id)  # all of it replayed, then 204
+    assert (code, again) == (0, out), err
+
+
+async def _is(read: Callable[[], Awaitable[str]], expected: str) -> bool:
+    return await read() == expected
 
 
 async def test_taskflow_watch_resumes_after_a_dropped_connection(fleet: Fleet) -> None:
