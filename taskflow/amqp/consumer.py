@@ -48,6 +48,7 @@ from taskflow.amqp.messages import (
     BadMessage,
     dead_letter_copy,
     dead_letter_name,
+    naming_encoding,
     task_from_message,
 )
 from taskflow.amqp.queues import QueueTypeConflict, declare_queue
@@ -354,7 +355,8 @@ class Consumer:
                 task_from_message(delivered.body, delivered.header.properties.message_id)
             )
         except BadMessage as exc:
-            self._later(self._dead_letter(delivered, acks, tag, exc))
+            error = naming_encoding(exc, delivered.header.properties.content_encoding)
+            self._later(self._dead_letter(delivered, acks, tag, error))
         except TaskflowError as exc:  # Overloaded: not its fault
             self._later(self._requeue(delivered, acks, tag, exc.message))
         except Exception as exc:

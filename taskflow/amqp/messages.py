@@ -73,6 +73,19 @@ def task_from_message(body: bytes, message_id: str | None) -> NewTask:
         raise BadMessage.from_error(exc) from None
 
 
+def naming_encoding(error: BadMessage, content_encoding: str | None) -> BadMessage:
+    """`error`, and when the body was not UTF-8 JSON and the message names a
+    `content_encoding` (gzip, say), a message that says taskflow does not decode it."""
+    if error.code != "invalid_json" or not content_encoding:
+        return error
+    return BadMessage(
+        error.code,
+        f"{error.message}; the message's content_encoding is {content_encoding!r}, which"
+        " taskflow does not decode: send the body as UTF-8 JSON",
+        {**error.details, "content_encoding": content_encoding},
+    )
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= _HEADER_TEXT_MAX else text[: _HEADER_TEXT_MAX - 1] + "…"
 

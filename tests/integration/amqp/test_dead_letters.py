@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import orjson
@@ -72,6 +73,27 @@ async def test_bad_message_is_dead_lettered_and_the_next_one_consumed(
     assert await metric(amqp_client, "taskflow_amqp_dead_lettered_total", reason=reason) == 1
     assert await broker.waiting() == 0
     assert await broker.waiting(broker.dead) == 0  # it was there once, not in a loop
+
+
+async def test_a_compressed_body_is_dead_lettered_naming_its_encoding(
+    amqp_client: Client, broker: Broker
+) -> None:
+    body = gzip.compress(orjson.dumps({"title": "zipped"}))
+    await broker.publish(body, content_type="application/json", content_encoding="gzip")
+    # A body marked gzip that is plain JSON is read as it is: the encoding is not looked at.
+    await broker.publish({"title": "plain"}, content_encoding="gzip")
+
+    [task] = await wait_for_tasks(amqp_client, 1)
+    assert task["title"] == "plain"
+    [dead] = await broker.dead_letters(1)
+    assert dead.body == body
+    assert dead.content_encoding == "gzip"
+    assert dead.headers["x-taskflow-error"] == "invalid_json"
+    message = str(dead.headers["x-taskflow-error-message"])
+    assert message.startswith("body is not valid UTF-8")
+    assert "content_encoding is 'gzip', which taskflow does not decode" in message
+    details = orjson.loads(str(dead.headers["x-taskflow-error-details"]))
+    assert details == {"content_encoding": "gzip"}
 
 
 async def test_bad_message_id_is_dead_lettered(amqp_client: Client, broker: Broker) -> None:
