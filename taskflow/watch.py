@@ -92,9 +92,7 @@ async def watch(base_url: str, task_id: str, token: str | None) -> int:
             try:
                 async with session.get(url, headers=headers) as response:
                     if response.status == 204:  # the last event printed was the task's last
-                        if last in EXIT_CODES:
-                            return EXIT_CODES[last]
-                        return await _final_status(session, base_url, task_id, headers)
+                        return EXIT_CODES.get(last or "", 2)
                     if response.status != 200:
                         print(
                             f"taskflow: {response.status}: {await response.text()}", file=sys.stderr
@@ -122,13 +120,3 @@ async def watch(base_url: str, task_id: str, token: str | None) -> int:
             failures += 1
             delay = min((reader.retry_ms or 1000) / 1000 * failures, RETRY_CAP_S)
             await asyncio.sleep(delay)
-
-
-async def _final_status(
-    session: ClientSession, base_url: str, task_id: str, headers: dict[str, str]
-) -> int:
-    """The exit code of a task whose last event was already seen (the stream said 204)."""
-    plain = {k: v for k, v in headers.items() if k == "Authorization"}
-    async with session.get(f"{base_url.rstrip('/')}/tasks/{task_id}", headers=plain) as response:
-        task = await response.json()
-    return EXIT_CODES.get(task.get("status"), 2)
