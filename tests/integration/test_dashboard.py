@@ -96,6 +96,14 @@ async def test_every_view_loads_under_the_csp_with_no_errors(
         await expect(page.locator("#counts .status-completed .card-value")).to_have_text("1")
         await expect(page.locator("#instances tr")).to_have_count(1)
         await expect(page.locator("#chart svg polyline")).to_have_count(4)
+        # `created` is drawn first, as a wide band, so an equal `completed` line on top of it
+        # (every task finished as soon as it was created) leaves both visible.
+        created = page.locator("#chart svg polyline").first
+        await expect(created).to_have_class("line line-created")
+        await expect(created).to_have_css("stroke-width", "7px")
+        await expect(page.locator("#chart svg polyline.line-completed")).to_have_css(
+            "stroke-width", "2px"
+        )
         await page.screenshot(path=tmp_path / "overview.png", full_page=True)
 
         # Keyboard only: the Tasks link, then the task's link.

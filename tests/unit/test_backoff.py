@@ -27,6 +27,11 @@ async def test_sleep_waits_the_next_delay() -> None:
     assert backoff.delay == 0.002
 
 
+def test_the_edges_are_allowed_a_constant_delay() -> None:
+    backoff = Backoff(0.5, 0.5, factor=1.0)  # first == cap, factor 1: the same delay each time
+    assert [backoff.take() for _ in range(3)] == [0.5, 0.5, 0.5]
+
+
 @pytest.mark.parametrize(("first", "cap", "factor"), [(0, 1, 2), (2, 1, 2), (0.1, 1, 0.5)])
 def test_nonsense_is_refused(first: float, cap: float, factor: float) -> None:
     with pytest.raises(ValueError, match="first"):
