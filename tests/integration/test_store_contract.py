@@ -149,6 +149,20 @@ async def test_an_expired_lease_is_a_new_attempt_and_fences_the_old_one(backend:
     assert await backend.status(new.task_id) == (Status.FAILED, 2)
 
 
+async def test_an_instance_never_claims_again_an_attempt_it_still_runs(backend: Backend) -> None:
+    store = backend.store
+    await store.insert_tasks([new_task("a"), new_task("b")])
+    running, given_up = [c for c, _ in await store.claim(A, 30, 2)]
+    await backend.expire_leases()  # A was paused past its leases; it still runs `running`
+    retaken = await store.claim(A, 30, 10, running=[running.task_id])
+    assert [(c.task_id, c.attempt, recovered) for c, recovered in retaken] == [
+        (given_up.task_id, 2, True)
+    ]
+    # The attempt it runs renews its lease (or would be fenced): no second one next to it.
+    assert await store.renew([running.task_id], A, 30) == {running.task_id: None}
+    assert await backend.status(running.task_id) == (Status.IN_PROGRESS, 1)
+
+
 async def test_a_released_lease_is_claimable_at_once(backend: Backend) -> None:
     store = backend.store
     await store.insert_tasks([new_task("a"), new_task("b")])
