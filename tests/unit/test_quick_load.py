@@ -26,6 +26,8 @@ BODIES: list[Any] = [
     {"title": "resize", "description": None},
     {"title": "ünïcödé ✓", "description": ""},
     {"title": "resize", "payload": {"blob": "x" * (PAYLOAD_MAX_BYTES - 20)}},
+    # The limit exactly (≤ 64 KiB encoded): `{"blob":"…"}` is 11 bytes around the string.
+    {"title": "edge", "payload": {"blob": "x" * (PAYLOAD_MAX_BYTES - 11)}},
     # Not valid: the fast path must decline, the schema then explains why.
     {},
     {"title": ""},
@@ -42,6 +44,7 @@ BODIES: list[Any] = [
     {"title": "ok", "payload": "text"},
     {"title": "ok", "payload": {"k": "v\x00"}},
     {"title": "ok", "payload": {"k\x00": 1}},
+    {"title": "ok", "payload": {"blob": "x" * (PAYLOAD_MAX_BYTES - 10)}},  # one byte over
     {"title": "ok", "payload": {"blob": "x" * PAYLOAD_MAX_BYTES}},
     {"title": "ok", "extra": 1},
     ["title"],
@@ -70,7 +73,7 @@ def test_fast_path_agrees_with_the_schema(body: Any) -> None:
 
 def test_fast_path_takes_every_valid_example() -> None:
     valid = [b for b in BODIES if _schema_load(b) is not None]
-    assert len(valid) == 6
+    assert len(valid) == 7
     assert all(quick_load(b) is not None for b in valid)
 
 
