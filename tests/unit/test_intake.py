@@ -159,6 +159,23 @@ async def test_a_failed_write_fails_its_batch_and_intake_carries_on(
     assert sample(metrics, "taskflow_db_up") == 1
 
 
+async def test_creates_queued_behind_a_batch_postgresql_refused_fail_with_it(
+    store: MemoryStore, intake: Intake
+) -> None:
+    # During an outage every create gets its 503 within one store timeout, however many
+    # wait: those queued behind the failed batch get its error instead of a try of their own.
+    store.fail("insert_tasks", StoreUnavailable("connection refused"))
+    first = asyncio.create_task(intake.submit(new_task("first")))
+    await store.entered("insert_tasks")
+    queued = [intake.offer(new_task(f"t{i}")) for i in range(20)]  # in the inbox now
+    results = await asyncio.wait_for(asyncio.gather(first, *queued, return_exceptions=True), 10)
+    assert all(isinstance(result, StoreUnavailable) for result in results), results
+    assert store.count("insert_tasks") == 1
+
+    accepted = await asyncio.wait_for(intake.submit(new_task("after")), 10)  # tried again
+    assert accepted.created
+
+
 async def test_stopping_refuses_new_creates_and_waits_for_queued_ones(
     store: MemoryStore, metrics: Metrics, intake: Intake
 ) -> None:
