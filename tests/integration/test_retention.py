@@ -1,7 +1,8 @@
 """Retention against the real service: what is deleted, what is kept, and by whom.
 
 Retentions of a few seconds make the pruner run every second, so these tests see it
-work in real time; the SQL checks read the database as an operator would.
+work in real time; the SQL checks read the database as an operator would. One test
+drives the store's prune directly, with finish times set back, for the exact cut-off.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from aiohttp.test_utils import TestClient
 
 from taskflow import retention
 from taskflow.config import Settings
+from taskflow.db.store import CreateClaimed, TaskStore
+from taskflow.models import Outcome, Status
 from taskflow_bench.harness.metrics import metric
 from tests.integration.support import wait_until
+from tests.unit.helpers import new_task
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[Settings], Awaitable[Client]]
@@ -206,3 +210,40 @@ async def test_two_instances_never_prune_at_once(
     spans.sort()
     for (_, end, _), (start, _, _) in itertools.pairwise(spans):
         assert end <= start, "two DELETEs ran at once"
+
+
+async def test_the_prune_takes_only_tasks_finished_before_the_retention_oldest_first(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    async with TaskStore.connect(db_url, max_size=1) as store:
+        created = await store.insert_tasks(
+            [new_task(name) for name in ("hours-ago", "an-hour-ago", "just-now", "running")],
+            CreateClaimed("owner", 300, 4),
+        )
+        claims = {c.task_id: c for c in created.claimed}
+        ids = {task.title: task.id for task in created.created}
+        finished = [ids["hours-ago"], ids["an-hour-ago"], ids["just-now"]]
+        outcomes = [Outcome(claims[i], Status.COMPLETED, result={}) for i in finished]
+        assert len(await store.finish(outcomes, "owner")) == 3
+        # Set the finish times back (a finished row is otherwise immutable: the triggers).
+        await db.execute("SET session_replication_role = replica")
+        await db.execute(
+            "UPDATE tasks SET finished_at = now() - make_interval(hours => $2) WHERE id = $1",
+            ids["hours-ago"],
+            3,
+        )
+        await db.execute(
+            "UPDATE tasks SET finished_at = now() - make_interval(hours => $2) WHERE id = $1",
+            ids["an-hour-ago"],
+            1,
+        )
+        await db.execute("RESET session_replication_role")
+
+        half_an_hour = 1800
+        assert await store.prune_finished(half_an_hour, 1) == 1  # the oldest first
+        left = {r["title"] for r in await db.fetch("SELECT title FROM tasks")}
+        assert left == {"an-hour-ago", "just-now", "running"}
+        assert await store.prune_finished(half_an_hour, 10) == 1
+        assert await store.prune_finished(half_an_hour, 10) == 0
+        left = {r["title"] for r in await db.fetch("SELECT title FROM tasks")}
+        assert left == {"just-now", "running"}  # within the retention, or not finished
