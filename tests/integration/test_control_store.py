@@ -62,6 +62,22 @@ async def test_cancel_of_each_status_in_one_call_and_its_notification(
     assert await store.renew([running], OWNER, 30) == {running: requested_at}
 
 
+async def test_a_repeated_cancel_of_a_running_task_keeps_the_first_request_time(
+    store: TaskStore,
+) -> None:
+    task = new_task("running")
+    created = await store.insert_tasks([task], CreateClaimed(OWNER, 30, 1))
+    assert created.claimed
+    first = (await store.cancel([task.id], "first"))[task.id]
+    await asyncio.sleep(0.01)
+    again = (await store.cancel([task.id], "again"))[task.id]
+    assert (first.outcome, again.outcome) == (ControlOutcome.CANCEL_REQUESTED,) * 2
+    # The request time is when the cancel was first asked for: the cancel latency is
+    # measured from it, and the attempt's stop is already on its way.
+    assert first.task.cancel_requested_at is not None
+    assert again.task.cancel_requested_at == first.task.cancel_requested_at
+
+
 async def test_a_cancel_waiting_on_a_claim_reports_what_the_claim_made(
     store: TaskStore, db_url: str
 ) -> None:
