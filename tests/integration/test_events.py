@@ -149,7 +149,10 @@ async def test_global_stream_is_exact_under_transactions_committing_out_of_order
         await tx_b.start()
         task_a = await _insert(a, "a")  # the lower event id and the lower xid
         task_b = await _insert(b, "b")
-        await tx_b.commit()  # B commits first and is processed while A is still open
+        await tx_b.commit()  # B commits first and is processed while A is still open:
+        # its NOTIFY wakes the bus, which reads within milliseconds; without this pause the
+        # read could come after A's commit too, and a reader that skips A would pass.
+        await asyncio.sleep(0.5)
         await tx_a.commit()
     finally:
         await a.close()
