@@ -179,6 +179,46 @@ async def test_global_stream_is_exact_under_transactions_committing_out_of_order
         assert [m.id for m in rest] == ids[n + 1 :]
 
 
+async def _start_of_global_stream(client: Client, query: str) -> str:
+    """The position a global stream with `query` starts at (its first, data-less `id`)."""
+    response = await client.get(f"/events?{query}", headers=stream_headers())
+    assert await first_line(response) == b"retry: 1000\n"
+    async with asyncio.timeout(10):
+        lines = [await response.content.readline() for _ in range(3)]
+    response.close()
+    assert lines[1].startswith(b"id: ")
+    return lines[1].removeprefix(b"id: ").strip().decode()
+
+
+async def test_a_filtered_global_stream_replays_only_what_its_filter_takes(
+    client: Client,
+) -> None:
+    start = await _start_of_global_stream(client, "status=new")
+    # One after the other: every change of the first commits before the second exists.
+    first = await _create(client, "first")
+    await _wait_status(client, first, "completed")
+    second = await _create(client, "second")
+    await _wait_status(client, second, "completed")
+
+    # Resumed while every change is already in the table: the replay, not the live feed.
+    resumed = await client.get("/events?status=new", headers=stream_headers(start))
+    messages = await read_messages(resumed, count=2)
+    resumed.close()
+    assert [(data(m)["task_id"], data(m)["status"]) for m in messages] == [
+        (first, "new"),
+        (second, "new"),
+    ]
+
+    resumed = await client.get(f"/events?task_id={second}", headers=stream_headers(start))
+    messages = await read_messages(resumed, count=3)
+    resumed.close()
+    assert [(data(m)["task_id"], data(m)["seq"]) for m in messages] == [
+        (second, 1),
+        (second, 2),
+        (second, 3),
+    ]
+
+
 async def test_global_stream_gives_its_start_as_an_id_so_a_client_lost_before_any_change_resumes(
     client: Client,
 ) -> None:
