@@ -60,3 +60,43 @@ async def test_deleting_tasks_deletes_their_history_and_only_theirs(
     counts = await _history(db)
     assert [(r["task_id"], r["seq"]) for r in left] == [(kept.id, 1), (kept.id, 2)]
     assert counts == (2, {"in_progress": 1})
+
+
+async def test_a_change_by_an_older_transaction_stays_after_the_one_before_it_in_the_stream(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    # The global stream is read in (xid, id) order. A transaction that began (and took its
+    # xid) before another, but changes a task after that other one committed a change of
+    # it, must still be read after it: its event takes the higher of the two positions.
+    task = new_task("claimed-then-finished")
+    async with TaskStore.connect(db_url) as store:
+        await store.insert_tasks([task])
+    older = await asyncpg.connect(db_url, timeout=10)
+    try:
+        async with older.transaction():
+            older_xid = await older.fetchval("SELECT pg_current_xact_id()::text::bigint")
+            await db.execute(  # a younger transaction claims the task and commits
+                "UPDATE tasks SET status = 'in_progress', attempts = 1, started_at = now(),"
+                " lease_owner = $2, lease_expires_at = now() + interval '30 seconds'"
+                " WHERE id = $1",
+                task.id,
+                OWNER,
+            )
+            await older.execute(  # then the older one finishes it
+                "UPDATE tasks SET status = 'completed', result = '{}', finished_at = now(),"
+                " lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+                task.id,
+            )
+    finally:
+        await older.close()
+    events = await db.fetch(
+        "SELECT seq, status, xid::text::bigint AS xid FROM task_events WHERE task_id = $1"
+        " ORDER BY xid, id",
+        task.id,
+    )
+    assert [(e["seq"], e["status"]) for e in events] == [
+        (1, "new"),
+        (2, "in_progress"),
+        (3, "completed"),
+    ]
+    assert events[2]["xid"] > older_xid  # placed at the claim's position, not its own
