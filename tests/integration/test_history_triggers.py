@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from taskflow.db.store import CreateClaimed, TaskStore
+from taskflow.models import Outcome, Status
 from tests.unit.helpers import new_task
 
 OWNER = "instance-a"
@@ -100,3 +102,18 @@ async def test_a_change_by_an_older_transaction_stays_after_the_one_before_it_in
         (3, "completed"),
     ]
     assert events[2]["xid"] > older_xid  # placed at the claim's position, not its own
+
+
+async def test_a_finished_task_cannot_be_rewritten_even_by_hand(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    task = new_task("finished")
+    async with TaskStore.connect(db_url) as store:
+        created = await store.insert_tasks([task], CreateClaimed(OWNER, 30, 1))
+        [claim] = created.claimed
+        await store.finish([Outcome(claim, Status.COMPLETED, result={"n": 1})], OWNER)
+    for change in ("result = '{\"n\": 2}'", "finished_at = now() - interval '1 day'"):
+        with pytest.raises(asyncpg.CheckViolationError, match="cannot go from completed"):
+            await db.execute(f"UPDATE tasks SET {change} WHERE id = $1", task.id)
+    row = await db.fetchrow("SELECT status, result, seq FROM tasks WHERE id = $1", task.id)
+    assert (row["status"], row["result"], row["seq"]) == ("completed", '{"n": 1}', 3)
