@@ -3,6 +3,8 @@ lost, and hands back at shutdown what is still held."""
 
 from __future__ import annotations
 
+import asyncio
+
 from taskflow.actors.attempts import Attempts
 from taskflow.actors.lease_keeper import LeaseKeeper
 from taskflow.errors import StoreUnavailable
@@ -92,3 +94,38 @@ async def test_a_failed_hand_back_is_logged_and_left_to_the_leases() -> None:
     await keeper.finish(grace(1))  # does not raise
     assert keeper.handed_back == 0
     assert store.leases[claim.task_id].expires_at == 30.0
+
+
+async def test_the_loop_renews_within_a_third_of_the_lease_and_at_once_when_asked() -> None:
+    store, metrics = MemoryStore(), Metrics()
+    await store.insert_tasks([new_task("t")])
+    claims = [c for c, _ in await store.claim(OWNER, 30, 1)]
+
+    # A lease of 3 s: the first renewal comes after about 1 s, well before the lease ends.
+    keeper = LeaseKeeper(store, metrics, holding(claims), owner=OWNER, lease_s=3)
+    runner = asyncio.create_task(keeper.run())
+    try:
+        async with asyncio.timeout(2.5):
+            while store.count("renew") == 0:  # noqa: ASYNC110 - polls the fake's call log
+                await asyncio.sleep(0.01)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    # A lease of an hour: nothing for 20 minutes, unless a lost notification asks for it.
+    keeper = LeaseKeeper(store, metrics, holding(claims), owner=OWNER, lease_s=3600)
+    runner = asyncio.create_task(keeper.run())
+    try:
+        before = store.count("renew")
+        await asyncio.sleep(0.05)
+        assert store.count("renew") == before
+        keeper.renew_now()
+        async with asyncio.timeout(5):
+            while store.count("renew") == before:  # noqa: ASYNC110 - polls the fake's call log
+                await asyncio.sleep(0.01)
+        asked = store.count("renew")
+        await asyncio.sleep(0.1)
+        assert store.count("renew") == asked  # once, then back to its 20-minute rhythm
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
