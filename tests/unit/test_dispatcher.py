@@ -10,6 +10,7 @@ import pytest
 
 from taskflow.actors.attempts import Attempts
 from taskflow.actors.dispatcher import Dispatcher
+from taskflow.db.store import CreateClaimed
 from taskflow.errors import StoreError, StoreUnavailable
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Status
@@ -242,3 +243,19 @@ async def test_a_task_held_here_is_not_claimed_again_when_its_lease_ran_out(
     assert claim.task_id == other_id
     assert dispatcher.outbox.empty()
     assert store.tasks[held_id].attempts == 1
+
+
+async def test_intake_creates_tasks_claimed_only_for_idle_processors_and_not_while_stopping(
+    metrics: Metrics,
+) -> None:
+    attempts = Attempts(3)
+    dispatcher = Dispatcher(MemoryStore(), metrics, attempts, owner=OWNER, lease_s=30, slots=3)
+    reservation = dispatcher.reserve_for_created(5)
+    assert reservation == CreateClaimed(OWNER, 30, 3)  # three idle processors: three of five
+    assert dispatcher.reserve_for_created(1) is None  # every processor is reserved
+    dispatcher.created_claimed(reservation, [])  # the batch failed: the slots come back
+    assert attempts.free == 3
+
+    await dispatcher.stop_taking_work(grace(5))
+    assert dispatcher.reserve_for_created(1) is None  # stopping: tasks are created `new`
+    assert attempts.free == 3
