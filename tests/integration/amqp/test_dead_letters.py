@@ -96,6 +96,27 @@ async def test_a_compressed_body_is_dead_lettered_naming_its_encoding(
     assert details == {"content_encoding": "gzip"}
 
 
+async def test_a_dead_letter_with_huge_details_keeps_its_headers_small(
+    amqp_client: Client, broker: Broker
+) -> None:
+    # Every unknown field is named in the details: 2,000 of them are far more than a
+    # header should carry (headers travel in one frame), so the copy says where to look.
+    body = orjson.dumps({"title": "many", **{f"field_{i}": 1 for i in range(2000)}})
+    await broker.publish(body, message_id="wide-1")
+    await broker.publish({"title": "after the wide one"})
+
+    [task] = await wait_for_tasks(amqp_client, 1)
+    assert task["title"] == "after the wide one"
+    [dead] = await broker.dead_letters(1)
+    assert dead.body == body
+    assert dead.headers["x-taskflow-error"] == "validation_failed"
+    text = str(dead.headers["x-taskflow-error-details"])
+    assert len(text) <= 4096
+    details = orjson.loads(text)
+    assert list(details) == ["_truncated"]
+    assert "characters; see the service log." in details["_truncated"][0]
+
+
 async def test_bad_message_id_is_dead_lettered(amqp_client: Client, broker: Broker) -> None:
     await broker.publish({"title": "fine body"}, message_id="k" * 201)
     await broker.publish({"title": "next"})
