@@ -179,14 +179,17 @@ async def test_global_stream_is_exact_under_transactions_committing_out_of_order
         assert [m.id for m in rest] == ids[n + 1 :]
 
 
-async def _start_of_global_stream(client: Client, query: str) -> str:
-    """The position a global stream with `query` starts at (its first, data-less `id`)."""
+async def _start_of_global_stream(client: Client, query: str = "") -> str:
+    """The position a global stream with `query` starts at: its first message, an `id`
+    with no data (a position, not an event). The stream is then lost, before any change."""
     response = await client.get(f"/events?{query}", headers=stream_headers())
     assert await first_line(response) == b"retry: 1000\n"
     async with asyncio.timeout(10):
         lines = [await response.content.readline() for _ in range(3)]
     response.close()
+    assert lines[0] == b"\n"
     assert lines[1].startswith(b"id: ")
+    assert lines[2] == b"\n"
     return lines[1].removeprefix(b"id: ").strip().decode()
 
 
@@ -222,15 +225,7 @@ async def test_a_filtered_global_stream_replays_only_what_its_filter_takes(
 async def test_global_stream_gives_its_start_as_an_id_so_a_client_lost_before_any_change_resumes(
     client: Client,
 ) -> None:
-    response = await client.get("/events", headers=stream_headers())
-    assert await first_line(response) == b"retry: 1000\n"
-    async with asyncio.timeout(10):
-        lines = [await response.content.readline() for _ in range(3)]
-    response.close()  # lost before any change
-    assert lines[0] == b"\n"
-    assert lines[1].startswith(b"id: ")  # an id and no data: a position, not an event
-    assert lines[2] == b"\n"
-    start = lines[1].removeprefix(b"id: ").strip().decode()
+    start = await _start_of_global_stream(client)  # lost before any change
 
     task_id = await _create(client)  # changes made while the client is away
     await _wait_status(client, task_id, "completed")

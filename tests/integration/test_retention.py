@@ -227,15 +227,9 @@ async def test_the_prune_takes_only_tasks_finished_before_the_retention_oldest_f
         assert len(await store.finish(outcomes, "owner")) == 3
         # Set the finish times back (a finished row is otherwise immutable: the triggers).
         await db.execute("SET session_replication_role = replica")
-        await db.execute(
+        await db.executemany(
             "UPDATE tasks SET finished_at = now() - make_interval(hours => $2) WHERE id = $1",
-            ids["hours-ago"],
-            3,
-        )
-        await db.execute(
-            "UPDATE tasks SET finished_at = now() - make_interval(hours => $2) WHERE id = $1",
-            ids["an-hour-ago"],
-            1,
+            [(ids["hours-ago"], 3), (ids["an-hour-ago"], 1)],
         )
         await db.execute("RESET session_replication_role")
 
