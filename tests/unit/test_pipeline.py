@@ -72,6 +72,7 @@ async def test_every_task_submitted_is_processed(
     await pipeline.stop(grace_s=1)
     assert not pipeline.alive
     assert store.count("release") == 0  # nothing was left to hand back
+    assert asyncio.all_tasks() == {asyncio.current_task()}, "a loop outlived stop()"
 
 
 async def test_stop_hands_back_the_attempts_still_running(
@@ -93,6 +94,7 @@ async def test_stop_hands_back_the_attempts_still_running(
     retaken = await store.claim("instance-b", 30, 10)
     assert {c.task_id for c, _ in retaken} >= running
     assert all(recovered for c, recovered in retaken if c.task_id in running)
+    assert asyncio.all_tasks() == {asyncio.current_task()}, "a loop outlived stop()"
 
 
 async def test_stop_hands_back_a_claim_committed_while_stopping(
@@ -165,3 +167,19 @@ async def test_a_stopping_pipeline_is_not_reported_as_failed(
     await asyncio.wait_for(pipeline.stop(grace_s=0.1), 30)
     assert failures == []
     assert pipeline.failure is None
+
+
+async def test_an_idle_pipeline_stops_at_once_whatever_its_grace(
+    store: MemoryStore, make_pipeline: MakePipeline
+) -> None:
+    """The grace bounds work still running; with none, stop() does not wait it out."""
+    never_worked = make_pipeline()
+    never_worked.start()
+    await asyncio.wait_for(never_worked.stop(grace_s=60), 10)
+
+    worked = make_pipeline()
+    worked.start()
+    accepted = await worked.submit(new_task("one"))
+    await eventually(lambda: store.tasks[accepted.task.id].status.terminal)
+    await asyncio.wait_for(worked.stop(grace_s=60), 10)
+    assert asyncio.all_tasks() == {asyncio.current_task()}, "a loop outlived stop()"

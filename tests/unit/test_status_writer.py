@@ -65,12 +65,16 @@ async def test_outcomes_are_kept_and_retried_while_the_database_is_unreachable(
     outage = [StoreUnavailable("connection refused")] * 8  # more than max_errors
     store.fail("finish", *outage)
     failed = Outcome(claims[2], Status.FAILED, error="boom")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     results = await asyncio.wait_for(
         asyncio.gather(writer.write(completed(claims[0])), writer.write(completed(claims[1])),
                        writer.write(failed)),
         10,
     )  # fmt: skip
     assert list(results) == [True, True, True]
+    # Not hammering an unreachable database: each retry waited its backoff (0.05 s here).
+    assert loop.time() - began >= 8 * 0.05
     assert [store.tasks[c.task_id].status for c in claims] == [
         Status.COMPLETED,
         Status.COMPLETED,
@@ -97,6 +101,7 @@ async def test_an_error_that_persists_is_raised_to_the_processor(
     store.fail("finish", *[StoreError("check violation")] * 5)
     with pytest.raises(StoreError):
         await asyncio.wait_for(writer.write(completed(claim)), 10)
+    assert store.count("finish") == 5  # max_errors tries, then the processor is told
     [other] = await claimed(store, 1)
     assert await asyncio.wait_for(writer.write(completed(other)), 10) is True
 
