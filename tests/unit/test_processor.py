@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,9 +13,11 @@ import pytest
 from taskflow.actors.attempts import Attempts
 from taskflow.actors.processor import ProcessorPool
 from taskflow.actors.status_writer import StatusWriter
+from taskflow.errors import StoreError
+from taskflow.lifecycle import Grace
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Status
-from tests.unit.helpers import eventually, grace, new_task, sample
+from tests.unit.helpers import eventually, new_task, sample
 from tests.unit.memory_store import MemoryStore
 
 OWNER = "instance-a"
@@ -44,7 +47,7 @@ class Rig:
 
 
 class MakeRig(Protocol):
-    def __call__(self, failure_rate: float, size: int = 4) -> Rig: ...
+    def __call__(self, failure_rate: float, size: int = 4, work_s: float = 0) -> Rig: ...
 
 
 @pytest.fixture
@@ -52,7 +55,7 @@ async def make_rig() -> AsyncIterator[MakeRig]:
     """Start rigs; stop them when the test ends."""
     started: list[Rig] = []
 
-    def make(failure_rate: float, size: int = 4) -> Rig:
+    def make(failure_rate: float, size: int = 4, work_s: float = 0) -> Rig:
         store, metrics = MemoryStore(), Metrics()
         inbox: asyncio.Queue[Claim] = asyncio.Queue(100)
         writer = StatusWriter(store, metrics, owner=OWNER, capacity=size)
@@ -63,8 +66,8 @@ async def make_rig() -> AsyncIterator[MakeRig]:
             metrics,
             attempts,
             size=size,
-            work_min_s=0,
-            work_max_s=0,
+            work_min_s=work_s,
+            work_max_s=work_s,
             failure_rate=failure_rate,
         )
         writer.start()
@@ -84,6 +87,12 @@ def no_processor_died(rig: Rig) -> None:
     for task in rig.tasks:
         if task.done():
             raise AssertionError(f"{task.get_name()} died: {task.exception()!r}")
+
+
+def finished_futures() -> int:
+    """How many finished futures something still refers to."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Future) and o.done())
 
 
 async def test_failure_rate_0_completes_every_task(make_rig: MakeRig) -> None:
@@ -181,6 +190,40 @@ async def test_two_attempts_of_one_task_in_this_instance_do_not_crash_a_processo
     assert await rig.pool.wait_idle(1)
 
 
+async def test_an_outcome_refused_for_good_lets_the_task_be_attempted_again(
+    make_rig: MakeRig,
+) -> None:
+    rig: Rig = make_rig(failure_rate=0.0)
+    rig.store.fail("finish", *[StoreError("check violation")] * 5)  # the writer's max_errors
+    [refused] = await rig.claim(1)
+    await eventually(lambda: rig.store.count("finish") == 5 and rig.freed == 1)
+    await eventually(lambda: list(rig.attempts.held()) == [])  # the lease keeper lets it go
+    assert rig.store.tasks[refused.task_id].status is Status.IN_PROGRESS
+
+    rig.store.advance(31)  # its lease runs out: any instance attempts it again
+    [(again, recovered)] = await rig.store.claim(OWNER, 30, 1)
+    assert (again.task_id, recovered) == (refused.task_id, True)
+    rig.inbox.put_nowait(again)
+    await eventually(lambda: rig.store.tasks[refused.task_id].status is Status.COMPLETED)
+    no_processor_died(rig)
+
+
+async def test_attempts_that_work_a_while_leave_nothing_behind(make_rig: MakeRig) -> None:
+    """A service runs for months: a finished attempt keeps no future, timer or entry."""
+    rig: Rig = make_rig(failure_rate=0.0, size=50, work_s=0.001)
+    before = finished_futures()
+    for _ in range(4):
+        await rig.claim(50)
+        await eventually(
+            lambda: all(task.status is Status.COMPLETED for task in rig.store.tasks.values())
+        )
+    assert await rig.pool.wait_idle(10)
+    assert list(rig.attempts.held()) == []
+    kept = finished_futures() - before
+    assert kept < 50, f"{kept} futures of the 200 finished attempts are still referenced"
+    no_processor_died(rig)
+
+
 async def test_attempts_stay_held_until_their_outcome_is_committed(make_rig: MakeRig) -> None:
     rig: Rig = make_rig(failure_rate=0.0, size=3)
     rig.store.hold("finish")
@@ -215,7 +258,9 @@ async def test_finish_abandons_attempts_still_working_and_keeps_them_held() -> N
             inbox.put_nowait(claim)
         await eventually(lambda: len(attempts.held()) == 2)
 
-        await asyncio.wait_for(pool.finish(grace(0.01)), 10)
+        # Abandoned at the end of the grace, at once: the flush bound is for commits.
+        ends = asyncio.get_running_loop().time() + 0.01
+        await asyncio.wait_for(pool.finish(Grace(ends=ends, flush_s=60)), 10)
 
         assert pool.all_finished is False
         assert all(task.done() for task in pool.tasks)
