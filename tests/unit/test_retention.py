@@ -19,11 +19,13 @@ class FakeStore:
         self.waiting = waiting
         self.locked = locked
         self.calls: list[tuple[int, int]] = []
+        self.called_at: list[float] = []  # event-loop times
         self.failures = 0
         self.emptied = asyncio.Event()
 
     async def prune_finished(self, retention_s: int, limit: int) -> int | None:
         self.calls.append((retention_s, limit))
+        self.called_at.append(asyncio.get_running_loop().time())
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("PostgreSQL is unreachable: test")
@@ -51,6 +53,15 @@ async def test_a_run_deletes_in_batches_until_one_is_not_full() -> None:
     assert pruned(metrics) == 2500
     [line] = [e for e in logs if e["event"] == "retention.pruned"]
     assert (line["count"], line["batches"], line["log_level"]) == (2500, 3, "info")
+
+
+async def test_a_run_pauses_between_its_batches() -> None:
+    store = FakeStore(2500)
+    pruner = Pruner(store, Metrics(), 3600, batch_size=1000, batch_pause_s=0.05)
+    assert await pruner.prune_once() == 2500
+    first, second, third = store.called_at
+    assert second - first >= 0.05
+    assert third - second >= 0.05
 
 
 async def test_a_run_with_nothing_to_delete_logs_quietly() -> None:
