@@ -8,11 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
+from taskflow.amqp.messages import task_from_message
+from taskflow.models import NewTask
 from taskflow_bench.harness.metrics import metric
 from tests.integration.amqp.support import (
     Broker,
     Client,
     all_tasks,
+    readiness,
     wait_for_tasks,
 )
 
@@ -73,6 +76,8 @@ async def test_bad_message_is_dead_lettered_and_the_next_one_consumed(
     assert await metric(amqp_client, "taskflow_amqp_dead_lettered_total", reason=reason) == 1
     assert await broker.waiting() == 0
     assert await broker.waiting(broker.dead) == 0  # it was there once, not in a loop
+    await amqp_client.close()  # the original, had it been left unacked, returns now
+    assert await broker.waiting() == 0
 
 
 async def test_a_compressed_body_is_dead_lettered_naming_its_encoding(
@@ -146,3 +151,28 @@ async def test_message_id_reused_with_another_body_is_dead_lettered(
     details = orjson.loads(str(dead.headers["x-taskflow-error-details"]))
     assert details == {"idempotency_key": "invoice-3", "task_id": first["id"]}
     assert len(await all_tasks(amqp_client)) == 2
+
+
+async def test_a_message_that_hits_a_bug_is_dead_lettered_and_consuming_goes_on(
+    amqp_client: Client, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the message's fault, but redelivering it would hit the bug again: it is parked."""
+
+    def buggy(body: bytes, message_id: str | None) -> NewTask:
+        if message_id == "unlucky":
+            raise ZeroDivisionError("a bug in the intake")
+        return task_from_message(body, message_id)
+
+    monkeypatch.setattr("taskflow.amqp.consumer.task_from_message", buggy)
+    await broker.publish({"title": "unlucky"}, message_id="unlucky")
+    await broker.publish({"title": "next"})
+
+    [task] = await wait_for_tasks(amqp_client, 1)
+    assert task["title"] == "next"
+    [dead] = await broker.dead_letters(1)
+    assert orjson.loads(dead.body) == {"title": "unlucky"}
+    assert dead.headers["x-taskflow-error"] == "internal_error"
+    assert dead.headers["x-taskflow-error-message"] == "ZeroDivisionError: a bug in the intake"
+    assert (await readiness(amqp_client))["amqp"]["state"] == "consuming"
+    await amqp_client.close()
+    assert await broker.waiting() == 0
