@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -34,3 +35,9 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> No
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - polls state that has no event
             await asyncio.sleep(0.001)
+
+
+def finished_futures() -> int:
+    """How many finished futures something still refers to (after a full collection)."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Future) and o.done())

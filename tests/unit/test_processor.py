@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,7 +16,7 @@ from taskflow.errors import StoreError
 from taskflow.lifecycle import Grace
 from taskflow.metrics import Metrics
 from taskflow.models import Claim, Status
-from tests.unit.helpers import eventually, new_task, sample
+from tests.unit.helpers import eventually, finished_futures, new_task, sample
 from tests.unit.memory_store import MemoryStore
 
 OWNER = "instance-a"
@@ -87,12 +86,6 @@ def no_processor_died(rig: Rig) -> None:
     for task in rig.tasks:
         if task.done():
             raise AssertionError(f"{task.get_name()} died: {task.exception()!r}")
-
-
-def finished_futures() -> int:
-    """How many finished futures something still refers to."""
-    gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, asyncio.Future) and o.done())
 
 
 async def test_failure_rate_0_completes_every_task(make_rig: MakeRig) -> None:

@@ -20,6 +20,7 @@ from tests.integration.amqp.support import (
     wait_for_metric,
     wait_for_tasks,
 )
+from tests.unit.helpers import finished_futures
 
 MakeClient = Callable[[Settings], Awaitable[Client]]
 
@@ -77,6 +78,7 @@ async def test_message_id_and_idempotency_key_share_one_namespace(
 async def test_5000_confirmed_messages_make_exactly_5000_tasks(
     amqp_client: Client, broker: Broker
 ) -> None:
+    before = finished_futures()
     titles = [f"load-{i}" for i in range(5000)]
     for start in range(0, len(titles), 500):  # each publish waits for its confirm
         await asyncio.gather(*(broker.publish({"title": t}) for t in titles[start : start + 500]))
@@ -86,6 +88,8 @@ async def test_5000_confirmed_messages_make_exactly_5000_tasks(
     assert len(tasks) == 5000
     assert sorted(t["title"] for t in tasks) == sorted(titles)
     assert {t["source"] for t in tasks} == {"amqp"}
+    kept = finished_futures() - before  # nothing is kept per message once it is settled
+    assert kept < 1000, f"{kept} futures of the 5000 settled messages are still referenced"
 
     await amqp_client.close()  # unacked messages would go back to the queue now
     assert await broker.waiting() == 0
