@@ -201,6 +201,10 @@ async def test_bulk_actions_report_each_id_in_order(fleet: Fleet) -> None:
         {"id": unknown, "outcome": "not_found", "status": None},
         {"id": waiting, "outcome": "retried", "status": "new"},
     ]
+    metrics = await web.metrics()  # each task changed counts once, however often it is named
+    assert value(metrics, "taskflow_cancels_total", outcome="cancelled") == 1
+    assert value(metrics, "taskflow_cancels_total", outcome="cancel_requested") == 1
+    assert value(metrics, "taskflow_retries_total") == 2
     # One of them is running again, the other waits: cancel one, retry both again.
     await asyncio.sleep(0.3)
     status, body = await post(s, f"{url}/tasks/retry", {"ids": [running, waiting]})

@@ -155,6 +155,21 @@ async def test_document_details_of_the_task_routes(client: Client) -> None:
         assert schema in doc["components"]["schemas"]
 
 
+async def test_document_gives_the_control_routes_their_contract_codes(client: Client) -> None:
+    doc = await document(client)
+    expected = {  # (success codes, and whether a 404 / 409 answers for the request)
+        "/tasks/{task_id}/cancel": ({"200", "202"}, True),  # 202: a running task
+        "/tasks/{task_id}/retry": ({"200"}, True),
+        "/tasks/cancel": ({"200"}, False),  # per-id outcomes instead
+        "/tasks/retry": ({"200"}, False),
+    }
+    for path, (success, per_task) in expected.items():
+        codes = set(doc["paths"][path]["post"]["responses"])
+        assert {c for c in codes if c.startswith("2")} == success, path
+        assert ({"404", "409"} <= codes) is per_task, path
+        assert not ({"404", "409"} & codes) or per_task, path
+
+
 async def test_document_declares_the_bearer_scheme_and_each_role(client: Client) -> None:
     doc = await document(client)
     schemes = doc["components"]["securitySchemes"]
