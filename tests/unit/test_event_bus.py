@@ -1,0 +1,137 @@
+"""The event bus's in-memory side: batches, and the bounded queue of each subscription.
+
+Reading PostgreSQL is tested end to end (tests/integration/test_events.py); here the bus
+is never started, so its store and listener are never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from taskflow.errors import Overloaded
+from taskflow.events.bus import Batch, EventBus
+from taskflow.metrics import Metrics
+from taskflow.models import Status, StatusEvent, StreamEvent
+from tests.unit.helpers import sample
+
+TASK = uuid.UUID(int=7)
+NEVER_USED: Any = object()
+
+
+def event(xid: int, id_: int, status: Status = Status.NEW) -> StreamEvent:
+    return StreamEvent(xid, id_, TASK, StatusEvent(id_, status, 0, datetime.now(UTC)))
+
+
+def batch(*positions: tuple[int, int]) -> Batch:
+    events = [event(*p) for p in positions]
+    return Batch(events, [f"{p}".encode() for p in positions])
+
+
+def bus(metrics: Metrics, capacity: int = 3) -> EventBus:
+    return EventBus(NEVER_USED, NEVER_USED, metrics, capacity=capacity)
+
+
+def test_after_keeps_only_the_events_past_a_position_with_their_messages() -> None:
+    whole = batch((5, 1), (5, 2), (7, 1))
+    assert whole.after((4, 9)) is whole
+    later = whole.after((5, 2))
+    assert [e.position for e in later.events] == [(7, 1)]
+    assert later.messages == [b"(7, 1)"]
+    assert whole.after((5, 1)).messages == [b"(5, 2)", b"(7, 1)"]
+    assert whole.after((7, 1)).events == []
+    assert Batch([], []).after((1, 1)).events == []
+
+
+def test_select_keeps_what_the_filter_takes_with_their_messages() -> None:
+    whole = Batch(
+        [event(1, 1, Status.NEW), event(1, 2, Status.FAILED), event(2, 1, Status.NEW)],
+        [b"a", b"b", b"c"],
+    )
+    assert whole.select(lambda e: True) is whole
+    new = whole.select(lambda e: e.event.status is Status.NEW)
+    assert [e.position for e in new.events] == [(1, 1), (2, 1)]
+    assert new.joined() == b"ac"
+
+
+async def test_a_subscription_gets_its_batches_and_its_room_back_once_read() -> None:
+    metrics = Metrics()
+    subscription = await bus(metrics).subscribe(task_id=TASK)
+    subscription.offer(batch((1, 1), (1, 2)))
+    subscription.offer(batch())  # nothing to deliver: not queued
+    subscription.offer(batch((2, 1)))
+    got = await asyncio.wait_for(subscription.batches(), 1)
+    assert got is not None
+    assert [[e.position for e in b.events] for b in got] == [[(1, 1), (1, 2)], [(2, 1)]]
+    # Read, so its three places are free again.
+    subscription.offer(batch((3, 1), (3, 2), (3, 3)))
+    assert subscription.ended is None
+    assert sample(metrics, "taskflow_event_stream_subscribers_dropped_total") == 0
+
+
+async def test_a_subscription_that_would_hold_too_many_events_ends_as_lagging() -> None:
+    metrics = Metrics()
+    events = bus(metrics, capacity=3)
+    subscription = await events.subscribe(task_id=TASK)
+    subscription.offer(batch((1, 1), (1, 2)))
+    subscription.offer(batch((2, 1), (2, 2)))  # four would be queued: more than 3
+
+    assert subscription.ended == "lagging"
+    assert events.subscribers == 0
+    assert sample(metrics, "taskflow_event_stream_subscribers_dropped_total") == 1
+    assert await asyncio.wait_for(subscription.batches(), 1) is None  # what it held is freed
+
+
+async def test_a_closed_subscription_is_forgotten_and_a_closed_bus_takes_no_more() -> None:
+    events = bus(Metrics())
+    first = await events.subscribe(task_id=TASK)
+    second = await events.subscribe(task_id=TASK)
+    assert events.subscribers == 2
+    first.close()
+    first.close()  # idempotent
+    assert (first.ended, events.subscribers) == ("closed", 1)
+    assert await asyncio.wait_for(first.batches(), 1) is None
+
+    events.close()
+    assert (second.ended, events.subscribers) == ("shutdown", 0)
+    assert await asyncio.wait_for(second.batches(), 1) is None
+    with pytest.raises(Overloaded):
+        await events.subscribe(task_id=TASK)
+
+
+class Horizon:
+    """Stands in for the store's `stream_events`: no events, the horizon at `xid`."""
+
+    def __init__(self, xid: int) -> None:
+        self.xid = xid
+        self.reads = 0
+
+    async def stream_events(self, position: tuple[int, int], limit: int) -> SimpleNamespace:
+        self.reads += 1
+        return SimpleNamespace(events=[], horizon=self.xid, next_xid=self.xid)
+
+
+async def test_global_subscriptions_start_at_the_bus_position_read_once_while_any_is_open() -> None:
+    store = Horizon(40)
+    events = EventBus(store, NEVER_USED, Metrics())  # type: ignore[arg-type]
+    first = await events.subscribe()
+    assert first.start == (40, 0)  # the present: what was committed before is not sent
+    store.xid = 45
+    second = await events.subscribe()
+    assert second.start == (40, 0)  # the shared position, not read again
+    assert (store.reads, events.subscribers) == (1, 2)
+
+    first.close()
+    again = await events.subscribe()  # the second still listens: the position is kept
+    assert (again.start, store.reads) == ((40, 0), 1)
+    again.close()
+    second.close()
+    assert events.subscribers == 0
+    third = await events.subscribe()  # nobody listened in between: the present again
+    assert third.start == (45, 0)
+    assert store.reads == 2
