@@ -200,8 +200,8 @@ class EventBus:
             self._unsubscribe()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A reader that died was logged then (`_reader_done`): not the stop's error.
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +19,7 @@ from taskflow.errors import Overloaded
 from taskflow.events.bus import Batch, EventBus
 from taskflow.metrics import Metrics
 from taskflow.models import Status, StatusEvent, StreamEvent
-from tests.unit.helpers import sample
+from tests.unit.helpers import eventually, sample
 
 TASK = uuid.UUID(int=7)
 NEVER_USED: Any = object()
@@ -135,3 +136,55 @@ async def test_global_subscriptions_start_at_the_bus_position_read_once_while_an
     third = await events.subscribe()  # nobody listened in between: the present again
     assert third.start == (45, 0)
     assert store.reads == 2
+
+
+class Notifications:
+    """Stands in for the LISTEN connection: `notify()` calls what the bus subscribed."""
+
+    def __init__(self) -> None:
+        self.subscribers: list[Callable[[str | None], None]] = []
+
+    def subscribe(
+        self, channel: str, subscriber: Callable[[str | None], None]
+    ) -> Callable[[], None]:
+        self.subscribers.append(subscriber)
+        return lambda: self.subscribers.remove(subscriber)
+
+    def notify(self, payload: str | None) -> None:
+        for subscriber in self.subscribers:
+            subscriber(payload)
+
+
+class Failing(Horizon):
+    """Reads the horizon once, then fails the way a bug would (not a database error)."""
+
+    async def stream_events(self, position: tuple[int, int], limit: int) -> SimpleNamespace:
+        if self.reads:
+            raise RuntimeError("a bug in the reader")
+        return await super().stream_events(position, limit)
+
+
+async def test_each_notification_wakes_the_reader_whatever_its_payload() -> None:
+    store, listener = Horizon(40), Notifications()
+    events = EventBus(store, listener, Metrics(), lag_poll_s=60, idle_poll_s=60)  # type: ignore[arg-type]
+    events.start()
+    try:
+        await events.subscribe()
+        await eventually(lambda: store.reads == 2)  # the horizon, then a first read
+        for n, payload in enumerate(['{"xid": 41}', "not json", None], start=3):
+            listener.notify(payload)  # None: the listener reconnected, something may be missed
+            await eventually(lambda n=n: store.reads == n, timeout=5)  # type: ignore[misc]
+    finally:
+        await events.stop()
+    assert listener.subscribers == []
+
+
+async def test_a_reader_that_dies_ends_every_stream_instead_of_leaving_them_silent() -> None:
+    events = EventBus(Failing(40), Notifications(), Metrics())  # type: ignore[arg-type]
+    events.start()
+    subscription = await events.subscribe()
+    assert await asyncio.wait_for(subscription.batches(), 5) is None
+    assert subscription.ended == "shutdown"
+    with pytest.raises(Overloaded):
+        await events.subscribe()
+    await events.stop()  # its error was logged when it died: the service's stop goes on
