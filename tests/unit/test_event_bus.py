@@ -111,10 +111,14 @@ class Horizon:
     def __init__(self, xid: int) -> None:
         self.xid = xid
         self.reads = 0
+        self.asked: list[tuple[int, int]] = []  # the position of each read
+        self.pages: list[list[StreamEvent]] = []  # the events of the next reads
 
     async def stream_events(self, position: tuple[int, int], limit: int) -> SimpleNamespace:
         self.reads += 1
-        return SimpleNamespace(events=[], horizon=self.xid, next_xid=self.xid)
+        self.asked.append(position)
+        found = self.pages.pop(0) if self.pages and limit else []
+        return SimpleNamespace(events=found, horizon=self.xid, next_xid=self.xid)
 
 
 async def test_global_subscriptions_start_at_the_bus_position_read_once_while_any_is_open() -> None:
@@ -188,3 +192,20 @@ async def test_a_reader_that_dies_ends_every_stream_instead_of_leaving_them_sile
     with pytest.raises(Overloaded):
         await events.subscribe()
     await events.stop()  # its error was logged when it died: the service's stop goes on
+
+
+async def test_the_bus_reads_on_from_the_last_event_it_fanned_out() -> None:
+    store, listener = Horizon(40), Notifications()
+    store.pages = [[event(40, 1), event(40, 2)], [event(41, 1)]]
+    events = EventBus(store, listener, Metrics(), lag_poll_s=60, idle_poll_s=60)  # type: ignore[arg-type]
+    events.start()
+    subscription = await events.subscribe()
+    got = await asyncio.wait_for(subscription.batches(), 5)
+    listener.notify('{"xid": 41}')
+    more = await asyncio.wait_for(subscription.batches(), 5)
+    await events.stop()
+
+    assert got is not None
+    assert more is not None
+    assert [e.position for b in [*got, *more] for e in b.events] == [(40, 1), (40, 2), (41, 1)]
+    assert store.asked == [(0, 0), (40, 0), (40, 2)]  # the horizon, then after each read
