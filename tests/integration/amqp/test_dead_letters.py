@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from typing import Any
 
 import orjson
 import pytest
+from aio_pika import Message
+from aio_pika.abc import AbstractIncomingMessage
 
-from taskflow.amqp.messages import task_from_message
+from taskflow.actors.intake import Accepted
+from taskflow.actors.pipeline import Pipeline
+from taskflow.amqp.consumer import REQUEUE_DELAY_S
+from taskflow.amqp.messages import BadMessage, dead_letter_copy, task_from_message
+from taskflow.errors import Overloaded
 from taskflow.models import NewTask
 from taskflow_bench.harness.metrics import metric
 from tests.integration.amqp.support import (
@@ -176,3 +183,51 @@ async def test_a_message_that_hits_a_bug_is_dead_lettered_and_consuming_goes_on(
     assert (await readiness(amqp_client))["amqp"]["state"] == "consuming"
     await amqp_client.close()
     assert await broker.waiting() == 0
+
+
+async def test_a_message_refused_for_overload_comes_back_after_a_pause_and_becomes_a_task(
+    amqp_client: Client, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offered: list[float] = []  # when the intake was offered the message, each time
+    offer = Pipeline.offer
+
+    def full_once(pipeline: Pipeline, new: NewTask) -> asyncio.Future[Accepted]:
+        if new.title == "busy":
+            offered.append(asyncio.get_running_loop().time())
+            if len(offered) == 1:
+                raise Overloaded("the intake queue is full", {})
+        return offer(pipeline, new)
+
+    monkeypatch.setattr(Pipeline, "offer", full_once)
+    await broker.publish({"title": "busy"})
+
+    [task] = await wait_for_tasks(amqp_client, 1)
+    assert task["title"] == "busy"
+    assert len(offered) == 2
+    assert offered[1] - offered[0] >= REQUEUE_DELAY_S  # a full pipeline is not spun on
+    assert await metric(amqp_client, "taskflow_amqp_messages_total", outcome="requeued") == 1
+    await amqp_client.close()
+    assert await broker.waiting() == 0
+
+
+async def test_a_dead_letter_that_cannot_be_published_keeps_the_original_until_it_can(
+    amqp_client: Client, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copies = 0
+
+    def fails_once(message: AbstractIncomingMessage, error: BadMessage) -> Message:
+        nonlocal copies
+        copies += 1
+        if copies == 1:
+            raise RuntimeError("the copy could not be made")
+        return dead_letter_copy(message, error)
+
+    monkeypatch.setattr("taskflow.amqp.consumer.dead_letter_copy", fails_once)
+    await broker.publish(b"{not json", message_id="bad-twice")
+
+    [dead] = await broker.dead_letters(1)
+    assert dead.body == b"{not json"
+    assert copies == 2  # given back, then dead-lettered on its redelivery
+    await amqp_client.close()
+    assert await broker.waiting() == 0
+    assert await broker.waiting(broker.dead) == 0  # once
