@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from taskflow.config import Settings
+from taskflow.watch import SseMessage
 from tests.conftest import ADMIN_URL
 from tests.integration.sse import data, first_line, read_messages, stream_headers
 
@@ -179,6 +180,14 @@ async def test_global_stream_is_exact_under_transactions_committing_out_of_order
         assert [m.id for m in rest] == ids[n + 1 :]
 
 
+async def _resumed(client: Client, path: str, last_event_id: str, count: int) -> list[SseMessage]:
+    """`count` messages of `path` resumed after `last_event_id`; the stream is closed."""
+    response = await client.get(path, headers=stream_headers(last_event_id))
+    messages = await read_messages(response, count=count)
+    response.close()
+    return messages
+
+
 async def _start_of_global_stream(client: Client, query: str = "") -> str:
     """The position a global stream with `query` starts at: its first message, an `id`
     with no data (a position, not an event). The stream is then lost, before any change."""
@@ -204,17 +213,13 @@ async def test_a_filtered_global_stream_replays_only_what_its_filter_takes(
     await _wait_status(client, second, "completed")
 
     # Resumed while every change is already in the table: the replay, not the live feed.
-    resumed = await client.get("/events?status=new", headers=stream_headers(start))
-    messages = await read_messages(resumed, count=2)
-    resumed.close()
+    messages = await _resumed(client, "/events?status=new", start, count=2)
     assert [(data(m)["task_id"], data(m)["status"]) for m in messages] == [
         (first, "new"),
         (second, "new"),
     ]
 
-    resumed = await client.get(f"/events?task_id={second}", headers=stream_headers(start))
-    messages = await read_messages(resumed, count=3)
-    resumed.close()
+    messages = await _resumed(client, f"/events?task_id={second}", start, count=3)
     assert [(data(m)["task_id"], data(m)["seq"]) for m in messages] == [
         (second, 1),
         (second, 2),
@@ -229,9 +234,7 @@ async def test_global_stream_gives_its_start_as_an_id_so_a_client_lost_before_an
 
     task_id = await _create(client)  # changes made while the client is away
     await _wait_status(client, task_id, "completed")
-    resumed = await client.get("/events", headers=stream_headers(start))
-    messages = await read_messages(resumed, count=3)
-    resumed.close()
+    messages = await _resumed(client, "/events", start, count=3)
     assert [(data(m)["task_id"], data(m)["seq"]) for m in messages] == [
         (task_id, 1),
         (task_id, 2),

@@ -1,7 +1,7 @@
-"""The event bus's in-memory side: batches, and the bounded queue of each subscription.
+"""The event bus on its own: batches, each subscription's bounded queue, its reader.
 
 Reading PostgreSQL is tested end to end (tests/integration/test_events.py); here the bus
-is never started, so its store and listener are never used.
+reads a stand-in for the store's `stream_events` and is woken by hand-made notifications.
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ def batch(*positions: tuple[int, int]) -> Batch:
     return Batch(events, [f"{p}".encode() for p in positions])
 
 
-def bus(metrics: Metrics, capacity: int = 3) -> EventBus:
-    return EventBus(NEVER_USED, NEVER_USED, metrics, capacity=capacity)
+def bus(
+    metrics: Metrics | None = None, *, store: Any = NEVER_USED, listener: Any = NEVER_USED
+) -> EventBus:
+    """A bus of capacity 3 whose reader reads only when woken (no polling)."""
+    return EventBus(
+        store, listener, metrics or Metrics(), capacity=3, lag_poll_s=60, idle_poll_s=60
+    )
 
 
 def test_after_keeps_only_the_events_past_a_position_with_their_messages() -> None:
@@ -77,7 +82,7 @@ async def test_a_subscription_gets_its_batches_and_its_room_back_once_read() -> 
 
 async def test_a_subscription_that_would_hold_too_many_events_ends_as_lagging() -> None:
     metrics = Metrics()
-    events = bus(metrics, capacity=3)
+    events = bus(metrics)
     subscription = await events.subscribe(task_id=TASK)
     subscription.offer(batch((1, 1), (1, 2)))
     subscription.offer(batch((2, 1), (2, 2)))  # four would be queued: more than 3
@@ -89,7 +94,7 @@ async def test_a_subscription_that_would_hold_too_many_events_ends_as_lagging() 
 
 
 async def test_a_closed_subscription_is_forgotten_and_a_closed_bus_takes_no_more() -> None:
-    events = bus(Metrics())
+    events = bus()
     first = await events.subscribe(task_id=TASK)
     second = await events.subscribe(task_id=TASK)
     assert events.subscribers == 2
@@ -106,7 +111,7 @@ async def test_a_closed_subscription_is_forgotten_and_a_closed_bus_takes_no_more
 
 
 class Horizon:
-    """Stands in for the store's `stream_events`: no events, the horizon at `xid`."""
+    """Stands in for the store's `stream_events`: the horizon at `xid`, and `pages`."""
 
     def __init__(self, xid: int) -> None:
         self.xid = xid
@@ -123,7 +128,7 @@ class Horizon:
 
 async def test_global_subscriptions_start_at_the_bus_position_read_once_while_any_is_open() -> None:
     store = Horizon(40)
-    events = EventBus(store, NEVER_USED, Metrics())  # type: ignore[arg-type]
+    events = bus(store=store)
     first = await events.subscribe()
     assert first.start == (40, 0)  # the present: what was committed before is not sent
     store.xid = 45
@@ -170,7 +175,7 @@ class Failing(Horizon):
 
 async def test_each_notification_wakes_the_reader_whatever_its_payload() -> None:
     store, listener = Horizon(40), Notifications()
-    events = EventBus(store, listener, Metrics(), lag_poll_s=60, idle_poll_s=60)  # type: ignore[arg-type]
+    events = bus(store=store, listener=listener)
     events.start()
     try:
         await events.subscribe()
@@ -184,7 +189,7 @@ async def test_each_notification_wakes_the_reader_whatever_its_payload() -> None
 
 
 async def test_a_reader_that_dies_ends_every_stream_instead_of_leaving_them_silent() -> None:
-    events = EventBus(Failing(40), Notifications(), Metrics())  # type: ignore[arg-type]
+    events = bus(store=Failing(40), listener=Notifications())
     events.start()
     subscription = await events.subscribe()
     assert await asyncio.wait_for(subscription.batches(), 5) is None
@@ -197,7 +202,7 @@ async def test_a_reader_that_dies_ends_every_stream_instead_of_leaving_them_sile
 async def test_the_bus_reads_on_from_the_last_event_it_fanned_out() -> None:
     store, listener = Horizon(40), Notifications()
     store.pages = [[event(40, 1), event(40, 2)], [event(41, 1)]]
-    events = EventBus(store, listener, Metrics(), lag_poll_s=60, idle_poll_s=60)  # type: ignore[arg-type]
+    events = bus(store=store, listener=listener)
     events.start()
     subscription = await events.subscribe()
     got = await asyncio.wait_for(subscription.batches(), 5)

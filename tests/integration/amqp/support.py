@@ -73,6 +73,12 @@ async def open_broker(queue: str, delete_after: bool) -> AsyncIterator[Broker]:
         await connection.close()
 
 
+async def returned_at_stop(client: Client, broker: Broker) -> int:
+    """Stop the service; how many messages came back to the queue (those left unacked)."""
+    await client.close()
+    return await broker.waiting()
+
+
 async def readiness(client: Client) -> dict[str, Any]:
     """The body of GET /health/ready (asserting it is 200)."""
     response = await client.get("/health/ready")

@@ -23,6 +23,7 @@ from tests.integration.amqp.support import (
     Client,
     all_tasks,
     readiness,
+    returned_at_stop,
     wait_for_tasks,
 )
 
@@ -83,8 +84,7 @@ async def test_bad_message_is_dead_lettered_and_the_next_one_consumed(
     assert await metric(amqp_client, "taskflow_amqp_dead_lettered_total", reason=reason) == 1
     assert await broker.waiting() == 0
     assert await broker.waiting(broker.dead) == 0  # it was there once, not in a loop
-    await amqp_client.close()  # the original, had it been left unacked, returns now
-    assert await broker.waiting() == 0
+    assert await returned_at_stop(amqp_client, broker) == 0  # the original was acked
 
 
 async def test_a_compressed_body_is_dead_lettered_naming_its_encoding(
@@ -181,8 +181,7 @@ async def test_a_message_that_hits_a_bug_is_dead_lettered_and_consuming_goes_on(
     assert dead.headers["x-taskflow-error"] == "internal_error"
     assert dead.headers["x-taskflow-error-message"] == "ZeroDivisionError: a bug in the intake"
     assert (await readiness(amqp_client))["amqp"]["state"] == "consuming"
-    await amqp_client.close()
-    assert await broker.waiting() == 0
+    assert await returned_at_stop(amqp_client, broker) == 0
 
 
 async def test_a_message_refused_for_overload_comes_back_after_a_pause_and_becomes_a_task(
@@ -206,8 +205,7 @@ async def test_a_message_refused_for_overload_comes_back_after_a_pause_and_becom
     assert len(offered) == 2
     assert offered[1] - offered[0] >= REQUEUE_DELAY_S  # a full pipeline is not spun on
     assert await metric(amqp_client, "taskflow_amqp_messages_total", outcome="requeued") == 1
-    await amqp_client.close()
-    assert await broker.waiting() == 0
+    assert await returned_at_stop(amqp_client, broker) == 0
 
 
 async def test_a_dead_letter_that_cannot_be_published_keeps_the_original_until_it_can(
@@ -228,6 +226,5 @@ async def test_a_dead_letter_that_cannot_be_published_keeps_the_original_until_i
     [dead] = await broker.dead_letters(1)
     assert dead.body == b"{not json"
     assert copies == 2  # given back, then dead-lettered on its redelivery
-    await amqp_client.close()
-    assert await broker.waiting() == 0
+    assert await returned_at_stop(amqp_client, broker) == 0
     assert await broker.waiting(broker.dead) == 0  # once

@@ -16,6 +16,7 @@ from tests.integration.amqp.support import (
     Client,
     all_tasks,
     readiness,
+    returned_at_stop,
     wait_for_consumer,
     wait_for_metric,
     wait_for_tasks,
@@ -91,8 +92,7 @@ async def test_5000_confirmed_messages_make_exactly_5000_tasks(
     kept = finished_futures() - before  # nothing is kept per message once it is settled
     assert kept < 1000, f"{kept} futures of the 5000 settled messages are still referenced"
 
-    await amqp_client.close()  # unacked messages would go back to the queue now
-    assert await broker.waiting() == 0
+    assert await returned_at_stop(amqp_client, broker) == 0
 
 
 async def test_shutdown_acks_what_was_committed_and_returns_the_rest(
@@ -150,5 +150,4 @@ async def test_a_message_whose_commit_fails_is_not_acked_and_comes_back(
     [task] = await wait_for_tasks(amqp_client, 1)
     assert (task["title"], task["source"]) == ("patient", "amqp")
     assert await metric(amqp_client, "taskflow_amqp_messages_total", outcome="created") == 1
-    await amqp_client.close()
-    assert await broker.waiting() == 0
+    assert await returned_at_stop(amqp_client, broker) == 0
