@@ -191,6 +191,12 @@ class Metrics:
             "Streams ended because their client did not keep up (it resumes with Last-Event-ID).",
             registry=r,
         )
+        self.event_bus_restarts = Counter(
+            "taskflow_event_bus_restarts_total",
+            "Times the event bus's reader hit a bug and started again (its streams ended; "
+            "their clients resume with Last-Event-ID).",
+            registry=r,
+        )
         self.notification_queue_usage = Gauge(
             "taskflow_notification_queue_usage",
             "pg_notification_queue_usage() as the event listener last read it (0..1; at 1 "

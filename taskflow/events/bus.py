@@ -17,6 +17,10 @@ after the last `seq` read for it.
 Each subscriber gets a bounded queue. One that does not keep up is dropped: its queue is
 emptied, its stream ends, and the client resumes with `Last-Event-ID`. The bus never
 waits for a subscriber, so a slow client never slows the pipeline.
+
+A read that fails because PostgreSQL does is retried with a backoff. One that hits a bug
+restarts the bus instead of killing it: every stream ends (clients resume, missing
+nothing), what the bus held is forgotten, and it reads again after the same backoff.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ class Subscription:
         self._queued = 0  # events in the queue
         self._capacity = capacity
         self.start: Position = (0, 0)
-        # Why the subscription ended: "lagging", "shutdown", "disconnected" or "closed".
+        # Why it ended: "lagging", "shutdown", "restart", "disconnected" or "closed".
         self.ended: str | None = None
 
     def offer(self, batch: Batch) -> None:
@@ -205,7 +209,8 @@ class EventBus:
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            # Supervised: a dead reader would leave every stream silent; end them instead.
+            # A bug in a read restarts the reader (`_restart`); if it still dies, a dead
+            # reader would leave every stream silent: end them, and take no more.
             log.error("events.bus_died", error=repr(task.exception()))
             self.close()
 
@@ -294,8 +299,29 @@ class EventBus:
                 delay = backoff.take()
                 log.warning("events.read_failed", error=exc.message, retry_in_s=delay)
                 await asyncio.sleep(delay)
+            except Exception as exc:  # a bug: start again from a clean state
+                delay = backoff.take()
+                log.error("events.bus_restarting", retry_in_s=delay, exc_info=exc)
+                self._metrics.event_bus_restarts.inc()
+                self._restart()
+                await asyncio.sleep(delay)
             else:
                 backoff.reset()
+
+    def _restart(self) -> None:
+        """Forget every subscription and the read position, after a read that hit a bug.
+
+        What the bus held may no longer be right, and it is all derived from PostgreSQL:
+        each stream ends (its client resumes with `Last-Event-ID`, missing nothing), and
+        the next subscription reads the horizon again. New subscriptions are taken meanwhile.
+        """
+        for subscription in [*self._global, *(s for w in self._by_task.values() for s in w)]:
+            subscription.end("restart")
+        self._global.clear()
+        self._by_task.clear()
+        self._task_seq.clear()
+        self._position = None
+        self._notified = self._horizon = 0
 
     async def _read(self) -> bool:
         """One read for every subscriber; True when there may be more below the horizon."""

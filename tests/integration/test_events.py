@@ -7,6 +7,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from taskflow.config import Settings
+from taskflow.events.bus import EVENT_BUS
 from taskflow.watch import SseMessage
 from tests.conftest import ADMIN_URL
 from tests.integration.sse import data, first_line, read_messages, stream_headers
@@ -292,6 +294,42 @@ async def test_stream_metrics(client: Client) -> None:
     assert "taskflow_event_stream_subscribers_dropped_total 0.0" in text
     assert "taskflow_notification_queue_usage 0.0" in text
     assert "taskflow_event_listener_reconnects 0.0" in text
+
+
+async def test_a_bug_in_the_bus_ends_the_streams_and_a_resumed_one_misses_nothing(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    response = await client.get("/events", headers=stream_headers())
+    await first_line(response)
+    first = await _create(client, "before")
+    seen = await read_messages(response, count=3)
+    assert {data(m)["task_id"] for m in seen} == {first}
+    last = seen[-1].id
+    assert last is not None
+
+    store = client.app[EVENT_BUS]._store  # the bus's next read hits a bug, once
+    real = store.stream_events
+    bugs = [RuntimeError("a bug in the bus")]
+
+    async def buggy(*args: Any, **kwargs: Any) -> Any:
+        if bugs:
+            raise bugs.pop()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "stream_events", buggy)
+    second = await _create(client, "during")
+    assert await read_messages(response) == [], "the stream ends, with nothing more sent"
+    await _wait_status(client, second, "completed")
+
+    messages = await _resumed(client, "/events", last, count=3)
+    assert [(data(m)["task_id"], data(m)["seq"]) for m in messages] == [
+        (second, n) for n in (1, 2, 3)
+    ]
+    text = await (await client.get("/metrics")).text()
+    assert "taskflow_event_bus_restarts_total 1.0" in text
+    live = await client.get("/events", headers=stream_headers())
+    assert live.status == 200, "the bus takes new streams again"
+    live.close()
 
 
 async def test_a_long_transaction_holds_the_global_stream_back_but_not_a_task_stream(

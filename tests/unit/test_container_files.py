@@ -129,6 +129,7 @@ def test_prometheus_loads_the_alerting_rules() -> None:
         "TaskflowDeadLettersRising",
         "TaskflowFencedWritesRising",
         "TaskflowLeaseRecoveriesRising",
+        "TaskflowEventBusRestarting",
         "TaskflowDatabaseUnreachable",
     }
 

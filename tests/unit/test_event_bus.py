@@ -165,12 +165,21 @@ class Notifications:
 
 
 class Failing(Horizon):
-    """Reads the horizon once, then fails the way a bug would (not a database error)."""
+    """Reads the horizon, then fails the way a bug would (not a database error) `times`
+    times, then reads `pages` as `Horizon` does."""
+
+    def __init__(self, xid: int, times: int) -> None:
+        super().__init__(xid)
+        self.times = times
 
     async def stream_events(self, position: tuple[int, int], limit: int) -> SimpleNamespace:
-        if self.reads:
+        if limit and self.times:
+            self.times -= 1
             raise RuntimeError("a bug in the reader")
         return await super().stream_events(position, limit)
+
+    async def task_events_since(self, ids: list[uuid.UUID], seqs: list[int]) -> list[Any]:
+        return []
 
 
 async def test_each_notification_wakes_the_reader_whatever_its_payload() -> None:
@@ -188,8 +197,40 @@ async def test_each_notification_wakes_the_reader_whatever_its_payload() -> None
     assert listener.subscribers == []
 
 
-async def test_a_reader_that_dies_ends_every_stream_instead_of_leaving_them_silent() -> None:
-    events = bus(store=Failing(40), listener=Notifications())
+async def test_a_read_that_hits_a_bug_restarts_the_bus_and_ends_every_stream() -> None:
+    store, listener, metrics = Failing(40, times=1), Notifications(), Metrics()
+    events = bus(metrics, store=store, listener=listener)
+    events.start()
+    try:
+        first = await events.subscribe()
+        watching = await events.subscribe(task_id=TASK, after_seq=2)
+        # What the bus held may be wrong after a bug: each stream ends (its client resumes
+        # with Last-Event-ID), rather than going silent or being fed from a bad position.
+        assert await asyncio.wait_for(first.batches(), 5) is None
+        assert (first.ended, watching.ended) == ("restart", "restart")
+        assert events.subscribers == 0
+        assert sample(metrics, "taskflow_event_bus_restarts_total") == 1
+
+        store.xid = 42
+        store.pages = [[event(42, 1)]]
+        again = await events.subscribe()  # still taken: the bus reads again
+        assert again.start == (42, 0), "the position is read afresh, not kept from before"
+        got = await asyncio.wait_for(again.batches(), 5)
+        assert got is not None
+        assert [e.position for b in got for e in b.events] == [(42, 1)]
+    finally:
+        await events.stop()
+
+
+async def test_a_reader_that_dies_ends_every_stream_instead_of_leaving_them_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = bus(store=Failing(40, times=1), listener=Notifications())
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the restart")
+
+    monkeypatch.setattr(events, "_restart", broken)
     events.start()
     subscription = await events.subscribe()
     assert await asyncio.wait_for(subscription.batches(), 5) is None
