@@ -255,3 +255,41 @@ async def test_the_bus_reads_on_from_the_last_event_it_fanned_out() -> None:
     assert more is not None
     assert [e.position for b in [*got, *more] for e in b.events] == [(40, 1), (40, 2), (41, 1)]
     assert store.asked == [(0, 0), (40, 0), (40, 2)]  # the horizon, then after each read
+
+
+class TaskEvents(Horizon):
+    """Also stands in for `task_events_since`: hands out `task_pages`, records each ask."""
+
+    def __init__(self, xid: int) -> None:
+        super().__init__(xid)
+        self.task_pages: list[list[StreamEvent]] = []
+        self.task_asks: list[dict[uuid.UUID, int]] = []
+
+    async def task_events_since(self, ids: list[uuid.UUID], seqs: list[int]) -> list[StreamEvent]:
+        self.task_asks.append(dict(zip(ids, seqs, strict=True)))
+        return self.task_pages.pop(0) if self.task_pages else []
+
+
+async def test_a_task_stream_is_read_on_from_the_last_seq_of_its_task() -> None:
+    store, listener = TaskEvents(40), Notifications()
+    store.task_pages = [[event(40, 1), event(40, 2)], [event(41, 3)]]
+    events = bus(store=store, listener=listener)
+    events.start()
+    try:
+        watching = await events.subscribe(task_id=TASK, after_seq=0)
+        got = await asyncio.wait_for(watching.batches(), 5)
+        listener.notify('{"xid": 41}')
+        more = await asyncio.wait_for(watching.batches(), 5)
+        listener.notify('{"xid": 42}')
+        await eventually(lambda: len(store.task_asks) == 3)
+        watching.close()
+        await events.subscribe()  # a global stream: the bus reads on, for it alone
+        await eventually(lambda: store.reads == 2)  # its horizon, then a read
+    finally:
+        await events.stop()
+
+    assert got is not None
+    assert more is not None
+    assert [e.event.seq for b in [*got, *more] for e in b.events] == [1, 2, 3]
+    assert store.task_asks[:3] == [{TASK: 0}, {TASK: 2}, {TASK: 3}], "each after the last"
+    assert len(store.task_asks) == 3, "a task nobody watches any more is not read"
