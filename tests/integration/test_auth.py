@@ -15,7 +15,14 @@ import pytest
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
-from taskflow.api.auth import METRICS, OPEN, ROUTE_ROLES, requirement_of, route_pattern
+from taskflow.api.auth import (
+    METRICS,
+    OPEN,
+    ROUTE_ROLES,
+    is_loopback,
+    requirement_of,
+    route_pattern,
+)
 from taskflow.app import create_app
 from taskflow.config import Role, Settings
 from tests.conftest import AiohttpClient, TaskflowTestServer
@@ -139,14 +146,15 @@ async def test_401_says_bearer_and_403_names_the_role(
 @pytest.mark.parametrize(
     "headers",
     [
-        {"Authorization": "Basic " + "YTpi"},  # another scheme
+        {"Authorization": f"Basic {TOKENS[Role.ADMIN]}"},  # another scheme, a real token
+        {"Authorization": f"Token {TOKENS[Role.ADMIN]}"},
         {"Authorization": f"Bearer  {TOKENS[Role.ADMIN]}x"},
         {"Authorization": "Bearer"},
         {"Authorization": TOKENS[Role.ADMIN]},  # no scheme
         {"Cookie": f"token={TOKENS[Role.ADMIN]}; access_token={TOKENS[Role.ADMIN]}"},
         {"X-Api-Key": TOKENS[Role.ADMIN]},
     ],
-    ids=["basic", "wrong", "empty", "no-scheme", "cookie", "other-header"],
+    ids=["basic", "token-scheme", "wrong", "empty", "no-scheme", "cookie", "other-header"],
 )
 async def test_a_token_anywhere_but_the_bearer_header_is_refused(
     make_client: MakeClient, settings: Settings, headers: dict[str, str]
@@ -189,9 +197,12 @@ async def test_metrics_token_is_the_only_key_to_metrics(
     make_client: MakeClient, settings: Settings
 ) -> None:
     client = await make_client(secured(settings, metrics_token=METRICS_TOKEN))
-    await assert_error(await client.get("/metrics"), 401, "unauthorized")
+    missing = await client.get("/metrics")
+    await assert_error(missing, 401, "unauthorized")
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="taskflow"'
     admin = await client.get("/metrics", headers=bearer(TOKENS[Role.ADMIN]))
     await assert_error(admin, 401, "unauthorized")
+    assert 'error="invalid_token"' in admin.headers["WWW-Authenticate"]
     scrape = await client.get("/metrics", headers=bearer(METRICS_TOKEN))
     assert scrape.status == 200
     text = await scrape.text()
@@ -255,6 +266,28 @@ async def test_the_start_up_log_says_once_whether_authentication_is_on(
     ]
     assert modes[1]["tokens"] == {"read": 1, "write": 1, "admin": 1}
     assert not any(token in repr(events) for token in TOKENS.values())
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LocalHost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.2", False),
+        ("taskflow.example", False),
+        ("", False),
+    ],
+)
+def test_only_a_loopback_host_counts_as_reachable_from_this_machine_alone(
+    host: str, loopback: bool
+) -> None:
+    # Without tokens, a service on such a host logs its open API as info, not a warning.
+    assert is_loopback(host) is loopback
 
 
 async def test_a_route_missing_from_the_table_needs_admin(
