@@ -240,14 +240,15 @@ def setup(app: web.Application, settings: Settings) -> None:
 
     async def on_startup(app: web.Application) -> None:
         auth = app[AUTHENTICATOR]
-        unlisted = []
+        unlisted: set[str] = set()  # "GET /path" (a GET's HEAD route is the same entry)
         for route in app.router.routes():
             need = requirement_of(route)
-            if need is None:
-                unlisted.append(f"{route.method} {route_pattern(route)}")
+            pattern = route_pattern(route)
+            if need is None and pattern is not None:
+                unlisted.add(" ".join(pattern))
             auth.routes[route] = need if need is not None else Role.ADMIN
         if unlisted:
-            log.warning("routes without a role need admin", routes=unlisted)
+            log.warning("routes without a role need admin", routes=sorted(unlisted))
         _log_mode(settings)
 
     app.on_startup.append(on_startup)

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
+from structlog.testing import capture_logs
 
 from taskflow.api.auth import (
     METRICS,
@@ -213,6 +214,16 @@ async def test_metrics_token_is_the_only_key_to_metrics(
     )
 
 
+async def test_api_tokens_alone_leave_metrics_open(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    client = await make_client(secured(settings))  # no TASKFLOW_METRICS_TOKEN
+    scrape = await client.get("/metrics")
+    assert scrape.status == 200
+    assert "taskflow_tasks_created_total" in await scrape.text()
+    await assert_error(await client.get("/tasks"), 401, "unauthorized")
+
+
 async def test_metrics_token_alone_leaves_the_api_open(
     make_client: MakeClient, settings: Settings
 ) -> None:
@@ -254,8 +265,6 @@ async def test_every_response_has_the_security_headers(
 async def test_the_start_up_log_says_once_whether_authentication_is_on(
     make_client: MakeClient, settings: Settings
 ) -> None:
-    from structlog.testing import capture_logs  # noqa: PLC0415
-
     with capture_logs() as events:
         await make_client(replace(settings, host="0.0.0.0"))
         await make_client(secured(settings))
@@ -299,7 +308,10 @@ async def test_a_route_missing_from_the_table_needs_admin(
     app = create_app(secured(settings), poll_s=0.05)
     route = app.router.add_get("/not-in-the-table", extra)
     assert requirement_of(route) is None  # what the table test above would report
-    client = await aiohttp_client(TaskflowTestServer(app))
+    with capture_logs() as events:
+        client = await aiohttp_client(TaskflowTestServer(app))
+    warned = [e for e in events if e["event"] == "routes without a role need admin"]
+    assert [e["routes"] for e in warned] == [["GET /not-in-the-table"]]  # its HEAD as GET
     for role in (Role.READ, Role.WRITE):
         response = await client.get("/not-in-the-table", headers=bearer(TOKENS[role]))
         await assert_error(response, 403, "forbidden")
