@@ -106,10 +106,14 @@ def settings(db_url: str) -> Settings:
 
 
 class TaskflowTestServer(TestServer):
-    """aiohttp's `TestServer` with `taskflow serve`'s runner (parser errors as JSON)."""
+    """aiohttp's `TestServer` with `taskflow serve`'s runner (parser errors as JSON).
+
+    Also as `taskflow serve` runs it, a client that disconnects does not cancel its
+    request's handler (aiohttp's test server would): the service notices on its own.
+    """
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        return TaskflowRunner(self.app, **kwargs)
+        return TaskflowRunner(self.app, **{**kwargs, "handler_cancellation": False})
 
 
 @pytest.fixture
