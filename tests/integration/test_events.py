@@ -15,10 +15,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from taskflow.config import Settings
+from taskflow.events import streams
 from taskflow.events.bus import EVENT_BUS
+from taskflow.events.messages import encode_cursor
 from taskflow.watch import SseMessage
 from tests.conftest import ADMIN_URL
 from tests.integration.sse import data, first_line, read_messages, stream_headers
+from tests.unit.helpers import eventually
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[Settings], Awaitable[Client]]
@@ -114,7 +117,16 @@ async def test_task_stream_of_an_unknown_task_is_404(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["garbage", "-1", "1", "AAAAAAAAAAAAAAAAAAAAAA==", "_____________________w", "٣" * 22]
+    "value",
+    [
+        "garbage",
+        "-1",
+        "1",
+        "AAAAAAAAAAAAAAAAAAAAAA==",
+        "_____________________w",
+        "٣" * 22,
+        encode_cursor((2**40, 0)),  # a transaction far in the future, its first event
+    ],
 )
 async def test_bad_cursors_of_the_global_stream_are_400(client: Client, value: str) -> None:
     response = await client.get("/events", headers=stream_headers(value))
@@ -330,6 +342,76 @@ async def test_a_bug_in_the_bus_ends_the_streams_and_a_resumed_one_misses_nothin
     live = await client.get("/events", headers=stream_headers())
     assert live.status == 200, "the bus takes new streams again"
     live.close()
+
+
+async def test_a_resumed_stream_pages_through_its_replay_then_goes_live_exactly_once(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "REPLAY_BATCH", 4)  # a replay of 9 events takes 3 pages
+    start = await _start_of_global_stream(client)
+    away = [await _create(client, f"away {n}") for n in range(3)]
+    for task_id in away:
+        await _wait_status(client, task_id, "completed")
+
+    response = await client.get("/events", headers=stream_headers(start))
+    replayed = await read_messages(response, count=9)
+    live_one = await _create(client, "live")  # created once the replay is sent
+    live = await read_messages(response, count=3)
+    response.close()
+
+    assert sorted((data(m)["task_id"], data(m)["seq"]) for m in replayed) == sorted(
+        (task_id, n) for task_id in away for n in (1, 2, 3)
+    )
+    assert [(data(m)["task_id"], data(m)["seq"]) for m in live] == [
+        (live_one, n) for n in (1, 2, 3)
+    ]
+    ids = [m.id for m in [*replayed, *live]]
+    assert len(set(ids)) == 12, "every change exactly once"
+
+
+async def test_a_stream_of_one_task_gets_only_that_task_live(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    client = await make_client(replace(settings, work_min_s=60.0, work_max_s=60.0))
+    watched = await _create(client, "watched")
+    await _wait_status(client, watched, "in_progress")
+    response = await client.get(f"/events?task_id={watched}", headers=stream_headers())
+    await first_line(response)
+    other = await _create(client, "other")  # its changes are not for this stream
+    await _wait_status(client, other, "in_progress")
+    cancel = await client.post(f"/tasks/{watched}/cancel", json={})
+    assert cancel.status == 202
+
+    [message] = await read_messages(response, count=1)
+    response.close()
+    assert (data(message)["task_id"], data(message)["status"]) == (watched, "cancelled")
+
+
+@pytest.mark.parametrize("path", ["/events", "/tasks/{id}/events"])
+async def test_a_client_that_leaves_a_quiet_stream_is_let_go(
+    make_client: MakeClient, settings: Settings, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    monkeypatch.setattr(streams, "PING_INTERVAL_S", 0.2)  # how soon a write finds it gone
+    client = await make_client(replace(settings, work_min_s=60.0, work_max_s=60.0))
+    task_id = await _create(client)  # running for a minute: nothing happens meanwhile
+    await _wait_status(client, task_id, "in_progress")
+    response = await client.get(path.format(id=task_id), headers=stream_headers())
+    await first_line(response)
+    bus = client.app[EVENT_BUS]
+    assert bus.subscribers == 1
+    response.close()
+
+    await eventually(lambda: bus.subscribers == 0)  # the handler ended, then unsubscribed
+    assert _open_streams(await (await client.get("/metrics")).text()) == ""
+
+
+def _open_streams(metrics: str) -> str:
+    """The `taskflow_event_streams_open` lines of `metrics` with a value other than 0."""
+    return "".join(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("taskflow_event_streams_open{") and not line.endswith(" 0.0")
+    )
 
 
 async def test_a_long_transaction_holds_the_global_stream_back_but_not_a_task_stream(

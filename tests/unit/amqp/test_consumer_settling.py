@@ -8,6 +8,7 @@ to end (tests/integration/amqp).
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -70,10 +71,8 @@ def delivery(channel: Channel, tag: int) -> DeliveredMessage:
 
 
 def accepted() -> Any:
-    class Accepted:
-        created = True
-
-    return Accepted()
+    """The intake's answer for a message whose task was created and committed."""
+    return SimpleNamespace(created=True)
 
 
 async def test_a_message_given_back_does_not_hold_back_the_acks_that_follow(
