@@ -4,7 +4,6 @@ connection, a client that stops reading, SIGTERM, and `taskflow watch`."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,13 @@ from taskflow_bench.harness.metrics import value
 from taskflow_bench.harness.service import Service
 from tests.faults.conftest import Fleet
 from tests.faults.tasks import create_tasks
-from tests.integration.sse import data, first_line, read_messages, stream_headers
+from tests.integration.sse import (
+    data,
+    first_line,
+    non_reading_client,
+    read_messages,
+    stream_headers,
+)
 from tests.integration.support import run_command, wait_until
 
 FAST = {"work_min_s": 0.0, "work_max_s": 0.0, "failure_rate": 0.0, "processors": 10}
@@ -107,13 +112,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_memory_stays_bounded(
     fleet: Fleet,
 ) -> None:
     a = await fleet.start("a", **FAST)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, ("127.0.0.1", a.port))
-    request = "GET /events HTTP/1.1\r\nHost: a\r\nAccept: text/event-stream\r\n\r\n"
-    await loop.sock_sendall(sock, request.encode())
+    sock = await non_reading_client(a.port)
     try:
         async with asyncio.timeout(10):
             await _wait_open_streams(a, 1)

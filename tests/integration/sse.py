@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import orjson
@@ -43,3 +44,16 @@ async def first_line(response: ClientResponse) -> bytes:
     """The first line the stream sends (it is `retry:`)."""
     async with asyncio.timeout(10):
         return await response.content.readline()
+
+
+async def non_reading_client(port: int) -> socket.socket:
+    """A raw connection to `GET /events` on `port` that never reads, with a small receive
+    window (4 KB): what the server sends soon fills the socket buffers. Close it after."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    request = "GET /events HTTP/1.1\r\nHost: taskflow\r\nAccept: text/event-stream\r\n\r\n"
+    await loop.sock_sendall(sock, request.encode())
+    return sock

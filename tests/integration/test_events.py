@@ -20,7 +20,13 @@ from taskflow.events.bus import EVENT_BUS
 from taskflow.events.messages import encode_cursor
 from taskflow.watch import SseMessage
 from tests.conftest import ADMIN_URL
-from tests.integration.sse import data, first_line, read_messages, stream_headers
+from tests.integration.sse import (
+    data,
+    first_line,
+    non_reading_client,
+    read_messages,
+    stream_headers,
+)
 from tests.unit.helpers import eventually
 
 Client = TestClient[web.Request, web.Application]
@@ -403,6 +409,34 @@ async def test_a_client_that_leaves_a_quiet_stream_is_let_go(
 
     await eventually(lambda: bus.subscribers == 0)  # the handler ended, then unsubscribed
     assert _open_streams(await (await client.get("/metrics")).text()) == ""
+
+
+async def test_a_client_that_stops_reading_is_cut_off_within_the_send_timeout(
+    client: Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiohttp-sse also sets the socket's TCP_USER_TIMEOUT to the send timeout, so the
+    # kernel may end the connection before a write times out: either way, it ends.
+    monkeypatch.setattr(streams, "SEND_TIMEOUT_S", 0.5)
+    assert client.port is not None
+    sock = await non_reading_client(client.port)
+    bus = client.app[EVENT_BUS]
+    try:
+        await eventually(lambda: bus.subscribers == 1)
+        conn = await asyncpg.connect(db_url)
+        try:  # up to 9,000 events: fewer than a stream's queue holds, more than the sockets
+            await conn.execute(
+                """INSERT INTO tasks (id, title, source)
+                   SELECT gen_random_uuid(), 'flood-' || n, 'http'
+                   FROM generate_series(1, 3000) AS n"""
+            )
+        finally:
+            await conn.close()
+        await eventually(lambda: bus.subscribers == 0, timeout=5)  # the keep-alive: 10 s
+        text = await (await client.get("/metrics")).text()
+        assert "taskflow_event_stream_subscribers_dropped_total 0.0" in text, "not as lagging"
+        assert _open_streams(text) == ""
+    finally:
+        sock.close()
 
 
 def _open_streams(metrics: str) -> str:
