@@ -191,8 +191,12 @@ class EventBus:
     def close(self) -> None:
         """End every subscription (their streams close); refuse new ones."""
         self._closed = True
+        self._end_all("shutdown")
+
+    def _end_all(self, reason: str) -> None:
+        """End every subscription with `reason` and forget them."""
         for subscription in [*self._global, *(s for w in self._by_task.values() for s in w)]:
-            subscription.end("shutdown")
+            subscription.end(reason)
         self._global.clear()
         self._by_task.clear()
         self._task_seq.clear()
@@ -315,11 +319,7 @@ class EventBus:
         each stream ends (its client resumes with `Last-Event-ID`, missing nothing), and
         the next subscription reads the horizon again. New subscriptions are taken meanwhile.
         """
-        for subscription in [*self._global, *(s for w in self._by_task.values() for s in w)]:
-            subscription.end("restart")
-        self._global.clear()
-        self._by_task.clear()
-        self._task_seq.clear()
+        self._end_all("restart")
         self._position = None
         self._notified = self._horizon = 0
 

@@ -19,6 +19,7 @@ from taskflow.events import streams
 from taskflow.events.bus import EVENT_BUS
 from taskflow.events.messages import encode_cursor
 from taskflow.watch import SseMessage
+from taskflow_bench.harness.metrics import label_values, metric, scrape, value
 from tests.conftest import ADMIN_URL
 from tests.integration.sse import (
     data,
@@ -408,7 +409,7 @@ async def test_a_client_that_leaves_a_quiet_stream_is_let_go(
     response.close()
 
     await eventually(lambda: bus.subscribers == 0)  # the handler ended, then unsubscribed
-    assert _open_streams(await (await client.get("/metrics")).text()) == ""
+    assert await _no_stream_open(client)
 
 
 async def test_a_client_that_stops_reading_is_cut_off_within_the_send_timeout(
@@ -432,20 +433,18 @@ async def test_a_client_that_stops_reading_is_cut_off_within_the_send_timeout(
         finally:
             await conn.close()
         await eventually(lambda: bus.subscribers == 0, timeout=5)  # the keep-alive: 10 s
-        text = await (await client.get("/metrics")).text()
-        assert "taskflow_event_stream_subscribers_dropped_total 0.0" in text, "not as lagging"
-        assert _open_streams(text) == ""
+        dropped = await metric(client, "taskflow_event_stream_subscribers_dropped_total")
+        assert dropped == 0, "not as lagging"
+        assert await _no_stream_open(client)
     finally:
         sock.close()
 
 
-def _open_streams(metrics: str) -> str:
-    """The `taskflow_event_streams_open` lines of `metrics` with a value other than 0."""
-    return "".join(
-        line
-        for line in metrics.splitlines()
-        if line.startswith("taskflow_event_streams_open{") and not line.endswith(" 0.0")
-    )
+async def _no_stream_open(client: Client) -> bool:
+    """True when `taskflow_event_streams_open` is 0 for every kind of stream."""
+    samples = await scrape(client)
+    kinds = label_values(samples, "taskflow_event_streams_open", "stream")
+    return all(value(samples, "taskflow_event_streams_open", stream=k) == 0 for k in kinds)
 
 
 async def test_a_long_transaction_holds_the_global_stream_back_but_not_a_task_stream(

@@ -111,19 +111,26 @@ async def test_a_closed_subscription_is_forgotten_and_a_closed_bus_takes_no_more
 
 
 class Horizon:
-    """Stands in for the store's `stream_events`: the horizon at `xid`, and `pages`."""
+    """Stands in for the store's `stream_events` (the horizon at `xid`, and `pages`) and
+    `task_events_since` (`task_pages`, each ask recorded)."""
 
     def __init__(self, xid: int) -> None:
         self.xid = xid
         self.reads = 0
         self.asked: list[tuple[int, int]] = []  # the position of each read
         self.pages: list[list[StreamEvent]] = []  # the events of the next reads
+        self.task_pages: list[list[StreamEvent]] = []
+        self.task_asks: list[dict[uuid.UUID, int]] = []
 
     async def stream_events(self, position: tuple[int, int], limit: int) -> SimpleNamespace:
         self.reads += 1
         self.asked.append(position)
         found = self.pages.pop(0) if self.pages and limit else []
         return SimpleNamespace(events=found, horizon=self.xid, next_xid=self.xid)
+
+    async def task_events_since(self, ids: list[uuid.UUID], seqs: list[int]) -> list[StreamEvent]:
+        self.task_asks.append(dict(zip(ids, seqs, strict=True)))
+        return self.task_pages.pop(0) if self.task_pages else []
 
 
 async def test_global_subscriptions_start_at_the_bus_position_read_once_while_any_is_open() -> None:
@@ -177,9 +184,6 @@ class Failing(Horizon):
             self.times -= 1
             raise RuntimeError("a bug in the reader")
         return await super().stream_events(position, limit)
-
-    async def task_events_since(self, ids: list[uuid.UUID], seqs: list[int]) -> list[Any]:
-        return []
 
 
 async def test_each_notification_wakes_the_reader_whatever_its_payload() -> None:
@@ -257,21 +261,8 @@ async def test_the_bus_reads_on_from_the_last_event_it_fanned_out() -> None:
     assert store.asked == [(0, 0), (40, 0), (40, 2)]  # the horizon, then after each read
 
 
-class TaskEvents(Horizon):
-    """Also stands in for `task_events_since`: hands out `task_pages`, records each ask."""
-
-    def __init__(self, xid: int) -> None:
-        super().__init__(xid)
-        self.task_pages: list[list[StreamEvent]] = []
-        self.task_asks: list[dict[uuid.UUID, int]] = []
-
-    async def task_events_since(self, ids: list[uuid.UUID], seqs: list[int]) -> list[StreamEvent]:
-        self.task_asks.append(dict(zip(ids, seqs, strict=True)))
-        return self.task_pages.pop(0) if self.task_pages else []
-
-
 async def test_a_task_stream_is_read_on_from_the_last_seq_of_its_task() -> None:
-    store, listener = TaskEvents(40), Notifications()
+    store, listener = Horizon(40), Notifications()
     store.task_pages = [[event(40, 1), event(40, 2)], [event(41, 3)]]
     events = bus(store=store, listener=listener)
     events.start()
