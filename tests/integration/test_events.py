@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -13,11 +14,15 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiohttp_sse import EventSourceResponse
+from structlog.testing import capture_logs
 
 from taskflow.config import Settings
+from taskflow.db.component import STORE
 from taskflow.events import streams
-from taskflow.events.bus import EVENT_BUS
+from taskflow.events.bus import EVENT_BUS, Subscription
 from taskflow.events.messages import encode_cursor
+from taskflow.models import StreamEvent
 from taskflow.watch import SseMessage
 from taskflow_bench.harness.metrics import label_values, metric, scrape, value
 from tests.conftest import ADMIN_URL
@@ -89,6 +94,40 @@ async def test_task_stream_resumes_after_last_event_id_and_says_204_when_done(
     # Without the Accept header the route answers JSON, as ever.
     response = await client.get(path, headers={"Last-Event-ID": "2"})
     assert len((await response.json())["items"]) == 3
+
+
+async def test_an_event_both_in_a_task_streams_history_and_live_is_sent_once(
+    make_client: MakeClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One processor, busy for a second with another task: the watched task is `new`
+    # when its stream starts, and starts while the stream reads its history.
+    client = await make_client(replace(settings, processors=1, work_min_s=1.0, work_max_s=1.0))
+    await _create(client, "ahead")
+    task_id = await _create(client, "watched")
+    bus, store = client.app[EVENT_BUS], client.app[STORE]
+    subscriptions: list[Subscription] = []
+    subscribe, history = bus.subscribe, store.task_events_after
+
+    async def subscribing(**kwargs: Any) -> Subscription:
+        subscriptions.append(await subscribe(**kwargs))
+        return subscriptions[-1]
+
+    async def late_history(task: uuid.UUID, seq: int) -> list[StreamEvent]:
+        # Read the history only once the live `in_progress` is queued for the stream:
+        # the history then has it too.
+        await eventually(lambda: subscriptions[0]._queued > 0, timeout=10)
+        return await history(task, seq)
+
+    monkeypatch.setattr(bus, "subscribe", subscribing)
+    monkeypatch.setattr(store, "task_events_after", late_history)
+    response = await client.get(f"/tasks/{task_id}/events", headers=stream_headers())
+    messages = await read_messages(response)
+
+    assert [(m.id, data(m)["status"]) for m in messages] == [
+        ("1", "new"),
+        ("2", "in_progress"),
+        ("3", "completed"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -418,13 +457,56 @@ async def test_a_client_that_stops_reading_is_cut_off_within_the_send_timeout(
     # aiohttp-sse also sets the socket's TCP_USER_TIMEOUT to the send timeout, so the
     # kernel may end the connection before a write times out: either way, it ends.
     monkeypatch.setattr(streams, "SEND_TIMEOUT_S", 0.5)
+    sock = await _flood_a_non_reading_client(client, db_url)
+    try:
+        await eventually(lambda: client.app[EVENT_BUS].subscribers == 0, timeout=5)
+        dropped = await metric(client, "taskflow_event_stream_subscribers_dropped_total")
+        assert dropped == 0, "not as lagging"
+        assert await _no_stream_open(client)
+    finally:
+        sock.close()
+
+
+async def test_a_stalled_write_is_aborted_without_the_kernels_timeout(
+    client: Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where the socket has no TCP_USER_TIMEOUT (not Linux, or aiohttp-sse not setting
+    # it), the stream's own write deadline is what ends it: the connection is aborted,
+    # not left waiting for a client that may never read what is buffered for it. The
+    # server's send buffer is kept small, so that the flood fills it.
+    def small_send_buffer(_response: object, request: web.BaseRequest) -> None:
+        assert request.transport is not None
+        sock = request.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    monkeypatch.setattr(EventSourceResponse, "_set_tcp_user_timeout", small_send_buffer)
+    monkeypatch.setattr(streams, "SEND_TIMEOUT_S", 0.5)
+    assert client.server.runner is not None
+    server = client.server.runner.server  # aiohttp's: the connections it holds open
+    assert server is not None
+    with capture_logs() as logs:
+        sock = await _flood_a_non_reading_client(client, db_url)
+        try:
+            await eventually(lambda: client.app[EVENT_BUS].subscribers == 0, timeout=5)
+            stalled = {"event": "events.client_stalled", "stream": "global", "log_level": "warning"}
+            assert stalled in logs
+            # Cut off: the service does not hold the connection open, with what it could
+            # not send, waiting for a client that may never read.
+            await eventually(lambda: not server.connections, timeout=5)
+            assert await _no_stream_open(client)
+        finally:
+            sock.close()
+
+
+async def _flood_a_non_reading_client(client: Client, db_url: str) -> socket.socket:
+    """A client on `GET /events` that never reads, and enough events for it (up to 9,000:
+    fewer than a stream's queue holds, more than the sockets' buffers) to stall a write."""
     assert client.port is not None
     sock = await non_reading_client(client.port)
-    bus = client.app[EVENT_BUS]
     try:
-        await eventually(lambda: bus.subscribers == 1)
+        await eventually(lambda: client.app[EVENT_BUS].subscribers == 1)
         conn = await asyncpg.connect(db_url)
-        try:  # up to 9,000 events: fewer than a stream's queue holds, more than the sockets
+        try:
             await conn.execute(
                 """INSERT INTO tasks (id, title, source)
                    SELECT gen_random_uuid(), 'flood-' || n, 'http'
@@ -432,12 +514,10 @@ async def test_a_client_that_stops_reading_is_cut_off_within_the_send_timeout(
             )
         finally:
             await conn.close()
-        await eventually(lambda: bus.subscribers == 0, timeout=5)  # the keep-alive: 10 s
-        dropped = await metric(client, "taskflow_event_stream_subscribers_dropped_total")
-        assert dropped == 0, "not as lagging"
-        assert await _no_stream_open(client)
-    finally:
+    except BaseException:
         sock.close()
+        raise
+    return sock
 
 
 async def _no_stream_open(client: Client) -> bool:
