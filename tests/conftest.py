@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -114,6 +114,31 @@ class TaskflowTestServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         return TaskflowRunner(self.app, **{**kwargs, "handler_cancellation": False})
+
+
+class ServeApp(Protocol):
+    """The `serve_app` fixture."""
+
+    def __call__(self, app: web.Application, *, port: int | None = None) -> Awaitable[TestServer]:
+        """Start `app` on a free port (or `port`)."""
+        ...
+
+
+@pytest.fixture
+async def serve_app() -> AsyncIterator[ServeApp]:
+    """pytest-aiohttp's `aiohttp_server`, with servers that run as `taskflow serve` does
+    (`TaskflowTestServer`): for tests that need the server itself, a browser's say."""
+    servers: list[TestServer] = []
+
+    async def serve(app: web.Application, *, port: int | None = None) -> TestServer:
+        server = TaskflowTestServer(app, port=port)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield serve
+    while servers:
+        await servers.pop().close()
 
 
 @pytest.fixture

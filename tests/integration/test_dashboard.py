@@ -7,34 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, expect
 
 from taskflow.api.headers import PAGE_CSP
 from taskflow.app import create_app
 from taskflow.config import Role, Settings
+from tests.conftest import ServeApp
 from tests.integration.dashboard_browser import PHONE, open_dashboard, wait_live
-
-
-class AiohttpServer(Protocol):
-    """pytest-aiohttp's `aiohttp_server` fixture."""
-
-    def __call__(self, app: web.Application, *, port: int | None = None) -> Awaitable[TestServer]:
-        """Start `app` on a free port (or `port`)."""
-        ...
-
 
 XSS = "<img src=x onerror=alert(1)>"
 
 
-async def serve(aiohttp_server: AiohttpServer, settings: Settings) -> TestServer:
-    return await aiohttp_server(create_app(settings, poll_s=0.05))
+async def serve(serve_app: ServeApp, settings: Settings) -> TestServer:
+    return await serve_app(create_app(settings, poll_s=0.05))
 
 
 async def post(server: TestServer, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -67,9 +58,9 @@ def row(page: Page, task_id: str) -> Any:
 
 
 async def test_every_view_loads_under_the_csp_with_no_errors(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
-    server = await serve(aiohttp_server, settings)
+    server = await serve(serve_app, settings)
     done = await post(server, "/tasks", {"title": "resize", "payload": {"w": 100}})
     await wait_status(server, done["id"], "completed")
     async with ClientSession() as session:
@@ -128,9 +119,9 @@ async def test_every_view_loads_under_the_csp_with_no_errors(
 
 
 async def test_new_tasks_appear_and_change_status_in_place(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
-    server = await serve(aiohttp_server, replace(settings, work_min_s=1.0, work_max_s=1.0))
+    server = await serve(serve_app, replace(settings, work_min_s=1.0, work_max_s=1.0))
     async with open_dashboard(str(server.make_url("/dashboard#/tasks"))) as (page, problems):
         await wait_live(page)
         await page.evaluate("window.notReloaded = true")
@@ -167,9 +158,9 @@ async def test_new_tasks_appear_and_change_status_in_place(
 
 
 async def test_cancel_a_running_task_after_confirming(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
-    server = await serve(aiohttp_server, replace(settings, work_min_s=60.0, work_max_s=60.0))
+    server = await serve(serve_app, replace(settings, work_min_s=60.0, work_max_s=60.0))
     task = await post(server, "/tasks", {"title": "long job"})
     await wait_status(server, task["id"], "in_progress")
     url = str(server.make_url(f"/dashboard#/tasks/{task['id']}"))
@@ -198,10 +189,8 @@ async def test_cancel_a_running_task_after_confirming(
     assert (await get(server, f"/tasks/{task['id']}"))["status"] == "cancelled"
 
 
-async def test_retry_a_failed_task(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
-) -> None:
-    server = await serve(aiohttp_server, replace(settings, failure_rate=1.0))
+async def test_retry_a_failed_task(settings: Settings, serve_app: ServeApp, tmp_path: Path) -> None:
+    server = await serve(serve_app, replace(settings, failure_rate=1.0))
     task = await post(server, "/tasks", {"title": "flaky"})
     await wait_status(server, task["id"], "failed")
     url = str(server.make_url(f"/dashboard#/tasks/{task['id']}"))
@@ -221,11 +210,11 @@ async def test_retry_a_failed_task(
 
 
 async def test_filter_search_paging_and_bulk_cancel(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
     # One processor busy for a minute: the tasks after the first stay `new`.
     server = await serve(
-        aiohttp_server, replace(settings, processors=1, work_min_s=60.0, work_max_s=60.0)
+        serve_app, replace(settings, processors=1, work_min_s=60.0, work_max_s=60.0)
     )
     first = await post(server, "/tasks", {"title": "Resize photo"})
     await wait_status(server, first["id"], "in_progress")
@@ -272,9 +261,9 @@ async def test_filter_search_paging_and_bulk_cancel(
 
 
 async def test_task_text_is_shown_as_text(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
-    server = await serve(aiohttp_server, settings)
+    server = await serve(serve_app, settings)
     task = await post(
         server,
         "/tasks",
@@ -295,13 +284,13 @@ async def test_task_text_is_shown_as_text(
 
 
 async def test_a_401_asks_for_a_token_kept_for_the_tab(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
     """With TASKFLOW_API_TOKENS set, the page (open) asks for a token on the first 401."""
     reader, admin = "read-token-1", "admin-token-1"
     tokens = ((Role.READ, reader), (Role.ADMIN, admin))
     server = await serve(
-        aiohttp_server, replace(settings, api_tokens=tokens, work_min_s=60.0, work_max_s=60.0)
+        serve_app, replace(settings, api_tokens=tokens, work_min_s=60.0, work_max_s=60.0)
     )
     async with ClientSession() as session:
         assert (await session.get(server.make_url("/dashboard"))).status == 200
@@ -350,10 +339,10 @@ async def test_a_401_asks_for_a_token_kept_for_the_tab(
 
 
 async def test_a_lost_stream_is_shown_and_resumed_with_nothing_missed(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
     """The instance the page talks to restarts; meanwhile another one runs a task."""
-    first = await serve(aiohttp_server, settings)
+    first = await serve(serve_app, settings)
     port = first.port
     async with open_dashboard(str(first.make_url("/dashboard#/tasks"))) as (page, problems):
         await wait_live(page)
@@ -369,11 +358,11 @@ async def test_a_lost_stream_is_shown_and_resumed_with_nothing_missed(
         await expect(page.locator("#connection")).to_contain_text("Disconnected")
         await page.screenshot(path=tmp_path / "disconnected.png")
 
-        other = await serve(aiohttp_server, settings)
+        other = await serve(serve_app, settings)
         missed = await post(other, "/tasks", {"title": "created while disconnected"})
         await wait_status(other, missed["id"], "completed")
 
-        await aiohttp_server(create_app(settings, poll_s=0.05), port=port)  # back again
+        await serve_app(create_app(settings, poll_s=0.05), port=port)  # back again
         await wait_live(page)
         # Replayed from where the stream stopped: the task appears, already completed.
         await expect(row(page, missed["id"]).locator(".badge")).to_have_text("completed")
@@ -383,9 +372,9 @@ async def test_a_lost_stream_is_shown_and_resumed_with_nothing_missed(
 
 
 async def test_keyset_pages_forward_and_back(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
-    server = await serve(aiohttp_server, settings)
+    server = await serve(serve_app, settings)
     for i in range(53):
         await post(server, "/tasks", {"title": f"page task {i:02d}"})
     async with open_dashboard(str(server.make_url("/dashboard#/tasks"))) as (page, problems):
@@ -404,9 +393,9 @@ async def test_keyset_pages_forward_and_back(
 
 
 async def test_the_overview_follows_the_counts_live(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
-    server = await serve(aiohttp_server, settings)
+    server = await serve(serve_app, settings)
     async with open_dashboard(str(server.make_url("/dashboard"))) as (page, problems):
         await wait_live(page)
         completed = page.locator("#counts .status-completed .card-value")

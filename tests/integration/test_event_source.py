@@ -7,18 +7,14 @@ contract means it to.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from playwright.async_api import async_playwright
 
 from taskflow.app import create_app
 from taskflow.config import Settings
+from tests.conftest import ServeApp
 from tests.integration.test_swagger_ui import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
-
-AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 
 FOLLOW = """
 async () => {
@@ -57,9 +53,9 @@ async () => {
 
 
 async def test_event_source_in_a_browser_follows_both_streams(
-    settings: Settings, aiohttp_server: AiohttpServer
+    settings: Settings, serve_app: ServeApp
 ) -> None:
-    server = await aiohttp_server(create_app(settings, poll_s=0.05))
+    server = await serve_app(create_app(settings, poll_s=0.05))
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from taskflow.api.auth import OPEN, ROUTE_ROLES, requirement_of
 from taskflow.app import create_app
 from taskflow.config import Role, Settings
+from tests.conftest import ServeApp
 from tests.integration.support import run_command
 
 Client = TestClient[web.Request, web.Application]
-AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 
 # Every check that holds for an API whose pagination cursor is opaque: schemathesis's
 # `positive_data_acceptance` would need a schema that says which cursors are ours.
@@ -218,7 +217,7 @@ async def test_document_details_of_the_event_streams(client: Client) -> None:
 
 
 async def test_schemathesis_finds_nothing(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
     """Fuzz every operation of the live service (real PostgreSQL) with schemathesis.
 
@@ -227,7 +226,7 @@ async def test_schemathesis_finds_nothing(
     admin one, and `ignored_auth` checks that a request without it is refused.
     """
     secured = replace(settings, api_tokens=((Role.ADMIN, TOKEN),))
-    server = await aiohttp_server(create_app(secured, poll_s=0.05))
+    server = await serve_app(create_app(secured, poll_s=0.05))
     url = str(server.make_url("/api/docs/swagger.json"))
     command = [sys.executable, "-m", "schemathesis.cli", "run", url]
     command += ["--checks", CHECKS, "--max-examples", "50", "--generation-deterministic"]

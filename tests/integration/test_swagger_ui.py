@@ -8,19 +8,15 @@ dir (`swagger-ui.png`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from playwright.async_api import ConsoleMessage, Request, async_playwright
 
 from taskflow.app import create_app
 from taskflow.config import Role, Settings
-
-AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
+from tests.conftest import ServeApp
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -74,9 +70,9 @@ def assert_works_under_a_strict_csp(csp: str | None, console: list[str]) -> None
 
 
 async def test_swagger_ui_shows_every_operation_from_local_assets(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
-    server = await aiohttp_server(create_app(settings, poll_s=0.05))
+    server = await serve_app(create_app(settings, poll_s=0.05))
     requested: list[str] = []
     failed: list[str] = []
     console: list[str] = []
@@ -136,11 +132,11 @@ async def test_swagger_ui_shows_every_operation_from_local_assets(
 
 
 async def test_authorize_in_swagger_ui_sends_the_token(
-    settings: Settings, aiohttp_server: AiohttpServer, tmp_path: Path
+    settings: Settings, serve_app: ServeApp, tmp_path: Path
 ) -> None:
     """With tokens set, "Authorize" then "Execute" on `GET /tasks` gets 200, not 401."""
     secured = replace(settings, api_tokens=((Role.READ, TOKEN),))
-    server = await aiohttp_server(create_app(secured, poll_s=0.05))
+    server = await serve_app(create_app(secured, poll_s=0.05))
     console: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
