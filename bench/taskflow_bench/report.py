@@ -189,7 +189,7 @@ def render_table(report: Report) -> str:
         + ", ".join(
             f"{k} {v}"
             for k, v in env.items()
-            if k in ("cpus", "load_before", "client", "service_log_level")
+            if k in ("cpus", "load_before", "client", "service_log_level", "python_executable")
         )
     )
     out.append("Parameters and notes:")

@@ -30,7 +30,14 @@ def _report() -> Report:
         outcome=Outcome.SKIPPED,
         note="consumer not available (amqp state: disabled)",
     )
-    return Report({"cpus": 2, "load_before": "1.00", "client": "wrk"}, 3, [http, amqp])
+    environment = {
+        "cpus": 2,
+        "load_before": "1.00",
+        "client": "wrk",
+        "python": "3.11.7",
+        "python_executable": "/usr/bin/python3.11",
+    }
+    return Report(environment, 3, [http, amqp])
 
 
 def test_target_compares_the_median() -> None:
@@ -51,6 +58,8 @@ def test_table_has_a_row_per_metric_with_median_range_and_verdict() -> None:
     p99_row = next(line for line in lines if "p99 (ms)" in line)
     assert p99_row.split()[-5:] == ["20.0", "10.0..30.0", "<=", "25", "yes"]
     assert "median of 3 repetitions" in table
+    machine = next(line for line in lines if line.startswith("Machine: "))
+    assert "python_executable /usr/bin/python3.11" in machine, "which build ran"
     assert "consumer not available" in table
     assert any(line.startswith("amqp") and "(skipped)" in line for line in lines)
 
