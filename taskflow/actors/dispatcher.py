@@ -68,11 +68,6 @@ class Dispatcher(Actor):
         metrics.track_queue("dispatch", self._handoff.qsize, slots)
         metrics.track_queue("processors", self.outbox.qsize, slots)
 
-    @property
-    def claiming(self) -> bool:
-        """False once `stop_taking_work()` was called."""
-        return self._claiming
-
     def offer(self, tasks: Sequence[Task]) -> None:
         """Take tasks this instance just created; those that do not fit are claimed later."""
         for task in tasks:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from taskflow.actors.attempts import Attempts
 from taskflow.actors.dispatcher import Dispatcher
@@ -57,6 +59,32 @@ async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def start_dispatcher(
+    store: MemoryStore,
+    metrics: Metrics,
+    running: list[asyncio.Task[None]],
+    attempts: Attempts,
+    *,
+    slots: int,
+    poll_s: float,
+) -> Dispatcher:
+    """A dispatcher of `slots` processors, running until the test ends."""
+    dispatcher = Dispatcher(
+        store, metrics, attempts, owner=OWNER, lease_s=30, slots=slots, poll_s=poll_s
+    )
+    running.append(asyncio.create_task(dispatcher.run()))
+    return dispatcher
+
+
+async def idle_dispatcher(
+    store: MemoryStore, metrics: Metrics, running: list[asyncio.Task[None]], *, slots: int
+) -> Dispatcher:
+    """A running dispatcher whose first poll found nothing: the next is 60 s away."""
+    dispatcher = start_dispatcher(store, metrics, running, Attempts(slots), slots=slots, poll_s=60)
+    await eventually(lambda: store.count("claim") == 1)
+    return dispatcher
+
+
 async def test_never_claims_more_than_the_free_slots(
     metrics: Metrics, running: list[asyncio.Task[None]]
 ) -> None:
@@ -103,12 +131,7 @@ async def test_tasks_offered_by_intake_are_claimed_by_id(
     metrics: Metrics, running: list[asyncio.Task[None]]
 ) -> None:
     store = MemoryStore()
-    dispatcher = Dispatcher(
-        store, metrics, Attempts(10), owner=OWNER, lease_s=30, slots=10, poll_s=60
-    )
-    running.append(asyncio.create_task(dispatcher.run()))
-    await eventually(lambda: store.count("claim") == 1)  # the first poll finds nothing
-
+    dispatcher = await idle_dispatcher(store, metrics, running, slots=10)
     result = await store.insert_tasks([new_task(f"t{i}") for i in range(4)])
     dispatcher.offer(result.created)
     await eventually(lambda: dispatcher.outbox.qsize() == 4)
@@ -118,6 +141,38 @@ async def test_tasks_offered_by_intake_are_claimed_by_id(
     assert all(c.attempt == 1 for c in claimed)
     assert store.count("claim_new") == 1
     assert sample(metrics, "taskflow_status_changes_total", status="in_progress") == 4
+    await asyncio.sleep(0.2)
+    # At most one more search of the table, then it sleeps until woken or the next poll
+    # (60 s): not a search per turn of its loop.
+    assert store.count("claim") <= 2
+
+
+async def test_tasks_offered_and_a_poll_together_never_exceed_the_free_slots(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = CountingStore(slots=3)
+    await add_tasks(store, 5)  # waiting in the table, from another instance
+    own = (await store.insert_tasks([new_task(f"own{i}") for i in range(2)])).created
+    dispatcher = Dispatcher(store, metrics, Attempts(3), owner=OWNER, lease_s=30, slots=3)
+    dispatcher.offer(own)  # created here while every processor was busy
+    running.append(asyncio.create_task(dispatcher.run()))
+
+    await eventually(dispatcher.outbox.full)
+    claimed = {dispatcher.outbox.get_nowait().task_id for _ in range(3)}
+    assert {t.id for t in own} <= claimed, "the offered tasks by id, one more from the table"
+    assert [args[2] for op, args in store.calls if op == "claim"] == [1]
+    assert store.most_outstanding == 3
+
+
+async def test_a_wake_claims_a_task_another_instance_created_before_the_next_poll(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = MemoryStore()
+    dispatcher = await idle_dispatcher(store, metrics, running, slots=5)
+    [task_id] = await add_tasks(store, 1)  # created elsewhere: its NOTIFY wakes this one
+    dispatcher.wake()
+    claim = await asyncio.wait_for(dispatcher.outbox.get(), 2)  # not after 60 s
+    assert claim.task_id == task_id
 
 
 async def test_an_expired_lease_is_claimed_again_as_a_new_attempt(
@@ -156,6 +211,44 @@ async def test_a_failed_claim_is_retried(
     assert store.count("claim") >= 3
 
 
+async def test_failed_claims_back_off_and_start_again_from_the_first_delay_after_a_success(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = MemoryStore()
+    await add_tasks(store, 1)
+    store.fail("claim", StoreUnavailable("down"), StoreUnavailable("down"))
+    dispatcher = Dispatcher(
+        store, metrics, Attempts(5), owner=OWNER, lease_s=30, slots=5, poll_s=60
+    )
+    with capture_logs() as logs:
+        started = time.monotonic()
+        running.append(asyncio.create_task(dispatcher.run()))
+        await asyncio.wait_for(dispatcher.outbox.get(), 10)
+        waited = time.monotonic() - started
+        store.fail("claim", StoreUnavailable("down again"))
+        await add_tasks(store, 1)
+        dispatcher.wake()
+        await asyncio.wait_for(dispatcher.outbox.get(), 10)
+    delays = [e["retry_in_s"] for e in logs if e["event"] == "claim failed, retrying"]
+    assert delays == [0.1, 0.2, 0.1]
+    assert waited >= 0.3, "each retry waited its delay"
+
+
+async def test_a_backlog_is_claimed_as_slots_free_not_at_the_next_poll(
+    metrics: Metrics, running: list[asyncio.Task[None]]
+) -> None:
+    store = MemoryStore()
+    ids = await add_tasks(store, 20)
+    attempts = Attempts(3)
+    dispatcher = start_dispatcher(store, metrics, running, attempts, slots=3, poll_s=60)
+    done: list[Claim] = []
+    async with asyncio.timeout(5):  # the next poll is 60 s away
+        while len(done) < 20:
+            done.append(await dispatcher.outbox.get())
+            attempts.free_slot()
+    assert sorted(c.task_id for c in done) == sorted(ids)
+
+
 async def test_cancelling_is_not_lost_when_a_wake_up_arrives_at_the_same_time(
     metrics: Metrics,
 ) -> None:
@@ -184,8 +277,7 @@ async def test_stop_takes_back_unstarted_claims_and_claims_no_more(
     store = MemoryStore()
     ids = await add_tasks(store, 3)
     attempts = Attempts(5)
-    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, attempts, slots=5, poll_s=0.01)
     await eventually(lambda: dispatcher.outbox.qsize() == 3)
 
     await dispatcher.stop_taking_work(grace(5))
