@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from taskflow.actors.intake import Intake
+from taskflow.db.store import CreateClaimed
 from taskflow.errors import IdempotencyConflict, Overloaded, StoreError, StoreUnavailable
 from taskflow.metrics import Metrics
-from taskflow.models import Status, Task
+from taskflow.models import Claim, Status, Task
 from tests.unit.helpers import grace, new_task, sample
 from tests.unit.memory_store import MemoryStore
 
@@ -69,6 +70,41 @@ async def test_many_concurrent_creates_become_few_inserts(
     )
     assert sample(metrics, "taskflow_db_batch_size_sum", operation="insert") == 500
     assert sample(metrics, "taskflow_tasks_created_total", source="http") == 500
+
+
+@dataclass
+class IdleProcessors:
+    """Stands in for the dispatcher: `idle` processors for tasks created claimed."""
+
+    idle: int
+    claims: list[Claim] = field(default_factory=list)
+
+    def reserve_for_created(self, count: int) -> CreateClaimed | None:
+        taken = min(count, self.idle)
+        self.idle -= taken
+        return CreateClaimed("instance-a", 30, taken) if taken else None
+
+    def created_claimed(self, reservation: CreateClaimed, claims: Sequence[Claim]) -> None:
+        self.idle += reservation.count - len(claims)
+        self.claims.extend(claims)
+
+
+@pytest.mark.parametrize(("idle", "told"), [(10, 0), (3, 2)])
+async def test_only_tasks_not_created_claimed_are_handed_to_the_dispatcher(
+    store: MemoryStore, metrics: Metrics, created: Created, idle: int, told: int
+) -> None:
+    # Telling the dispatcher of nothing would still wake it, for a search of the table.
+    processors = IdleProcessors(idle)
+    intake = Intake(store, metrics, queue_size=100, on_created=created, claim_on_create=processors)
+    intake.start()
+    try:
+        news = [new_task(f"t{i}") for i in range(5)]  # one batch
+        accepted = await asyncio.wait_for(asyncio.gather(*(intake.submit(n) for n in news)), 10)
+    finally:
+        await intake.cancel_loops()
+    assert len(processors.claims) == 5 - told
+    assert len(created.tasks) == told
+    assert created.batches == ([[a.task for a in accepted[5 - told :]]] if told else [])
 
 
 async def test_creates_arriving_during_a_write_form_the_next_batch(
