@@ -458,7 +458,7 @@ async def test_a_client_that_stops_reading_is_cut_off_within_the_send_timeout(
     # kernel may end the connection before a write times out: either way, it ends.
     monkeypatch.setattr(streams, "SEND_TIMEOUT_S", 0.5)
     sock = await _flood_a_non_reading_client(client, db_url)
-    try:
+    try:  # within 5 s: the keep-alive alone would take 10 s to notice
         await eventually(lambda: client.app[EVENT_BUS].subscribers == 0, timeout=5)
         dropped = await metric(client, "taskflow_event_stream_subscribers_dropped_total")
         assert dropped == 0, "not as lagging"
