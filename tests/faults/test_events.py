@@ -21,6 +21,7 @@ from tests.faults.tasks import create_tasks
 from tests.integration.sse import (
     data,
     first_line,
+    flood,
     non_reading_client,
     read_messages,
     stream_headers,
@@ -118,15 +119,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_memory_stays_bounded(
             await _wait_open_streams(a, 1)
         before = a.rss_bytes()
         # 20,000 tasks at once, 60,000 events, far more than the stream's queue holds.
-        conn = await asyncpg.connect(fleet.db_url)
-        try:
-            await conn.execute(
-                """INSERT INTO tasks (id, title, source)
-                   SELECT gen_random_uuid(), 'flood-' || n, 'http'
-                   FROM generate_series(1, 20000) AS n"""
-            )
-        finally:
-            await conn.close()
+        await flood(fleet.db_url, 20000)
         async with asyncio.timeout(60):
             await _wait_open_streams(a, 0)
         grown = a.rss_bytes() - before

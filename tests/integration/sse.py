@@ -6,6 +6,7 @@ import asyncio
 import socket
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import ClientResponse
 
@@ -57,3 +58,18 @@ async def non_reading_client(port: int) -> socket.socket:
     request = "GET /events HTTP/1.1\r\nHost: taskflow\r\nAccept: text/event-stream\r\n\r\n"
     await loop.sock_sendall(sock, request.encode())
     return sock
+
+
+async def flood(db_url: str, tasks: int) -> None:
+    """`tasks` tasks inserted in one statement, as another instance would: a burst of
+    events for every stream at once."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            """INSERT INTO tasks (id, title, source)
+               SELECT gen_random_uuid(), 'flood-' || n, 'http'
+               FROM generate_series(1, $1::int) AS n""",
+            tasks,
+        )
+    finally:
+        await conn.close()

@@ -29,6 +29,7 @@ from tests.conftest import ADMIN_URL
 from tests.integration.sse import (
     data,
     first_line,
+    flood,
     non_reading_client,
     read_messages,
     stream_headers,
@@ -505,15 +506,7 @@ async def _flood_a_non_reading_client(client: Client, db_url: str) -> socket.soc
     sock = await non_reading_client(client.port)
     try:
         await eventually(lambda: client.app[EVENT_BUS].subscribers == 1)
-        conn = await asyncpg.connect(db_url)
-        try:
-            await conn.execute(
-                """INSERT INTO tasks (id, title, source)
-                   SELECT gen_random_uuid(), 'flood-' || n, 'http'
-                   FROM generate_series(1, 3000) AS n"""
-            )
-        finally:
-            await conn.close()
+        await flood(db_url, 3000)
     except BaseException:
         sock.close()
         raise

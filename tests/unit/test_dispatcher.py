@@ -63,12 +63,14 @@ def start_dispatcher(
     store: MemoryStore,
     metrics: Metrics,
     running: list[asyncio.Task[None]],
-    attempts: Attempts,
     *,
     slots: int,
     poll_s: float,
+    attempts: Attempts | None = None,
 ) -> Dispatcher:
-    """A dispatcher of `slots` processors, running until the test ends."""
+    """A dispatcher of `slots` processors (sharing `attempts`, if given), running until the
+    test ends."""
+    attempts = Attempts(slots) if attempts is None else attempts
     dispatcher = Dispatcher(
         store, metrics, attempts, owner=OWNER, lease_s=30, slots=slots, poll_s=poll_s
     )
@@ -80,7 +82,7 @@ async def idle_dispatcher(
     store: MemoryStore, metrics: Metrics, running: list[asyncio.Task[None]], *, slots: int
 ) -> Dispatcher:
     """A running dispatcher whose first poll found nothing: the next is 60 s away."""
-    dispatcher = start_dispatcher(store, metrics, running, Attempts(slots), slots=slots, poll_s=60)
+    dispatcher = start_dispatcher(store, metrics, running, slots=slots, poll_s=60)
     await eventually(lambda: store.count("claim") == 1)
     return dispatcher
 
@@ -91,8 +93,7 @@ async def test_never_claims_more_than_the_free_slots(
     store = CountingStore(slots=3)
     ids = await add_tasks(store, 20)
     attempts = Attempts(3)
-    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=3, poll_s=0.01)
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, slots=3, poll_s=0.01, attempts=attempts)
 
     done: list[Claim] = []
     async with asyncio.timeout(10):
@@ -114,10 +115,7 @@ async def test_claims_nothing_while_every_processor_is_busy(
 ) -> None:
     store = MemoryStore()
     await add_tasks(store, 5)
-    dispatcher = Dispatcher(
-        store, metrics, Attempts(2), owner=OWNER, lease_s=30, slots=2, poll_s=0.01
-    )
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, slots=2, poll_s=0.01)
     await eventually(dispatcher.outbox.full)
     claims_so_far = store.count("claim")
     dispatcher.wake()
@@ -153,9 +151,8 @@ async def test_tasks_offered_and_a_poll_together_never_exceed_the_free_slots(
     store = CountingStore(slots=3)
     await add_tasks(store, 5)  # waiting in the table, from another instance
     own = (await store.insert_tasks([new_task(f"own{i}") for i in range(2)])).created
-    dispatcher = Dispatcher(store, metrics, Attempts(3), owner=OWNER, lease_s=30, slots=3)
-    dispatcher.offer(own)  # created here while every processor was busy
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, slots=3, poll_s=1.0)
+    dispatcher.offer(own)  # created here while every processor was busy (before it runs)
 
     await eventually(dispatcher.outbox.full)
     claimed = {dispatcher.outbox.get_nowait().task_id for _ in range(3)}
@@ -183,10 +180,7 @@ async def test_an_expired_lease_is_claimed_again_as_a_new_attempt(
     [(first, _)] = await store.claim("instance-b", 30, 10)  # another instance, then it dies
     store.advance(31)
 
-    dispatcher = Dispatcher(
-        store, metrics, Attempts(5), owner=OWNER, lease_s=30, slots=5, poll_s=0.01
-    )
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, slots=5, poll_s=0.01)
     claim = await asyncio.wait_for(dispatcher.outbox.get(), 10)
 
     assert (claim.task_id, claim.attempt) == (task_id, first.attempt + 1)
@@ -201,10 +195,7 @@ async def test_a_failed_claim_is_retried(
     store = MemoryStore()
     ids = await add_tasks(store, 3)
     store.fail("claim", error, error)
-    dispatcher = Dispatcher(
-        store, metrics, Attempts(5), owner=OWNER, lease_s=30, slots=5, poll_s=0.01
-    )
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, slots=5, poll_s=0.01)
     async with asyncio.timeout(10):
         claims = [await dispatcher.outbox.get() for _ in range(3)]
     assert sorted(c.task_id for c in claims) == sorted(ids)
@@ -217,12 +208,9 @@ async def test_failed_claims_back_off_and_start_again_from_the_first_delay_after
     store = MemoryStore()
     await add_tasks(store, 1)
     store.fail("claim", StoreUnavailable("down"), StoreUnavailable("down"))
-    dispatcher = Dispatcher(
-        store, metrics, Attempts(5), owner=OWNER, lease_s=30, slots=5, poll_s=60
-    )
     with capture_logs() as logs:
         started = time.monotonic()
-        running.append(asyncio.create_task(dispatcher.run()))
+        dispatcher = start_dispatcher(store, metrics, running, slots=5, poll_s=60)
         await asyncio.wait_for(dispatcher.outbox.get(), 10)
         waited = time.monotonic() - started
         store.fail("claim", StoreUnavailable("down again"))
@@ -240,7 +228,7 @@ async def test_a_backlog_is_claimed_as_slots_free_not_at_the_next_poll(
     store = MemoryStore()
     ids = await add_tasks(store, 20)
     attempts = Attempts(3)
-    dispatcher = start_dispatcher(store, metrics, running, attempts, slots=3, poll_s=60)
+    dispatcher = start_dispatcher(store, metrics, running, slots=3, poll_s=60, attempts=attempts)
     done: list[Claim] = []
     async with asyncio.timeout(5):  # the next poll is 60 s away
         while len(done) < 20:
@@ -277,7 +265,7 @@ async def test_stop_takes_back_unstarted_claims_and_claims_no_more(
     store = MemoryStore()
     ids = await add_tasks(store, 3)
     attempts = Attempts(5)
-    dispatcher = start_dispatcher(store, metrics, running, attempts, slots=5, poll_s=0.01)
+    dispatcher = start_dispatcher(store, metrics, running, slots=5, poll_s=0.01, attempts=attempts)
     await eventually(lambda: dispatcher.outbox.qsize() == 3)
 
     await dispatcher.stop_taking_work(grace(5))
@@ -301,8 +289,7 @@ async def test_stop_waits_for_a_claim_in_flight_and_takes_it_back(
     ids = await add_tasks(store, 2)
     store.hold("claim")
     attempts = Attempts(5)
-    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, slots=5, poll_s=0.01, attempts=attempts)
     await store.entered("claim")
 
     stopping = asyncio.create_task(dispatcher.stop_taking_work(grace(10)))
@@ -327,8 +314,7 @@ async def test_a_task_held_here_is_not_claimed_again_when_its_lease_ran_out(
     store.advance(31)
     [other_id] = await add_tasks(store, 1)
 
-    dispatcher = Dispatcher(store, metrics, attempts, owner=OWNER, lease_s=30, slots=5, poll_s=0.01)
-    running.append(asyncio.create_task(dispatcher.run()))
+    dispatcher = start_dispatcher(store, metrics, running, slots=5, poll_s=0.01, attempts=attempts)
     claim = await asyncio.wait_for(dispatcher.outbox.get(), 10)
     await eventually(lambda: store.count("claim") >= 3)
 
