@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from taskflow.backoff import Backoff
@@ -20,10 +22,19 @@ def test_a_custom_factor() -> None:
     assert [backoff.take() for _ in range(4)] == [1.0, 3.0, 9.0, 10.0]
 
 
-async def test_sleep_waits_the_next_delay() -> None:
+async def test_sleep_waits_the_next_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("taskflow.backoff.asyncio.sleep", recording_sleep)
     backoff = Backoff(0.001, 0.002)
     assert await backoff.sleep() == 0.001
     assert await backoff.sleep() == 0.002
+    assert slept == [0.001, 0.002]  # it waits what it says (a retry loop must not spin)
     assert backoff.delay == 0.002
 
 

@@ -118,9 +118,28 @@ async def test_a_cancel_after_the_work_is_too_late_and_counted_once() -> None:
     attempts.claimed(claim)
     attempts.started(claim)
     assert attempts.worked(claim) is None  # the work is over: the outcome is on its way
-    for _ in range(2):  # a notification, then the renewal that still sees the flag
-        stop_attempt(attempts, metrics, claim.task_id, 1, time.time(), via="test")
+    # A notification, then the renewal that still sees the flag: counted on the first.
+    first = stop_attempt(attempts, metrics, claim.task_id, 1, time.time(), via="test")
+    assert first is CancelRequest.TOO_LATE
     assert sample(metrics, "taskflow_cancels_total", outcome="too_late") == 1
+    again = stop_attempt(attempts, metrics, claim.task_id, 1, time.time(), via="test")
+    assert again is CancelRequest.REPEATED
+    assert sample(metrics, "taskflow_cancels_total", outcome="too_late") == 1
+
+
+async def test_a_cancel_in_time_is_not_counted_too_late() -> None:
+    metrics, attempts = Metrics(), Attempts(2)
+    pending, running = (Claim(uuid.uuid4(), 1, new_task().source) for _ in range(2))
+    for claim in (pending, running):
+        attempts.claimed(claim)
+    attempts.started(running)
+    assert attempts.working(running, lambda: None) is False
+    results = [
+        stop_attempt(attempts, metrics, claim.task_id, 1, time.time(), via="test")
+        for claim in (pending, running)
+    ]
+    assert results == [CancelRequest.PENDING, CancelRequest.STOPPING]
+    assert sample(metrics, "taskflow_cancels_total", outcome="too_late") == 0
 
 
 async def test_a_cancel_of_another_attempt_or_task_is_not_ours() -> None:

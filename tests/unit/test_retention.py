@@ -9,7 +9,7 @@ import structlog
 
 from taskflow.errors import StoreUnavailable
 from taskflow.metrics import Metrics
-from taskflow.retention import Pruner, prune_interval
+from taskflow.retention import Pruner, prune_interval, retention_loops
 
 
 class FakeStore:
@@ -106,6 +106,19 @@ def test_runs_are_at_least_once_a_minute(retention_s: int, interval_s: float) ->
 def test_a_retention_of_zero_has_no_pruner() -> None:
     with pytest.raises(ValueError, match="keeps everything"):
         Pruner(FakeStore(0), Metrics(), 0)
+    assert retention_loops(FakeStore(0), Metrics(), 0) == {}
+
+
+async def test_a_retention_of_one_second_or_more_runs_one_pruner() -> None:
+    store = FakeStore(3)
+    loops = retention_loops(store, Metrics(), 1)
+    assert list(loops) == ["retention"]
+    runner = asyncio.create_task(loops["retention"], name="test-retention")
+    async with asyncio.timeout(10):
+        await store.emptied.wait()
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    assert store.calls == [(1, 2000)]  # the retention it was given, the default batch
 
 
 def test_the_pause_after_a_batch_keeps_the_pruner_to_its_share_of_the_time() -> None:
