@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from taskflow.analyze import COOLDOWN_S, Analyzer
+import pytest
+
+from taskflow.analyze import COOLDOWN_S, Analyzer, analyzer_loops
 from taskflow.errors import StoreUnavailable
 
 
@@ -57,3 +59,35 @@ async def test_the_loop_outlives_an_unreachable_database_and_analyzes_when_stale
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
     assert store.analyzed == [["tasks"]]  # once the database answered again, and once only
+
+
+async def test_the_loop_rests_for_the_cooldown_after_an_analyze_and_checks_at_its_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = FakeStore()
+    store.stale = ["tasks", "task_events"]
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        pauses.append(delay)
+        if len(pauses) == 3:
+            store.checked_enough.set()
+        await real_sleep(0)
+
+    monkeypatch.setattr("taskflow.analyze.asyncio.sleep", recording_sleep)
+    runner = asyncio.create_task(Analyzer(store, interval_s=2.0, cooldown_s=7.0).run())
+    try:
+        async with asyncio.timeout(5):
+            await store.checked_enough.wait()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert store.analyzed == [["tasks", "task_events"]]
+    assert pauses[:3] == [7.0, 2.0, 2.0]  # the cooldown after the ANALYZE, then checks
+
+
+def test_the_service_runs_one_analyzer() -> None:
+    loops = analyzer_loops(FakeStore())
+    assert list(loops) == ["analyzer"]
+    loops["analyzer"].close()  # never started
